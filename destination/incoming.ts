@@ -1,0 +1,270 @@
+/**
+ * The destination's receive side (QEMU process_incoming_migration analog):
+ *
+ *   waiting-hello ─▶ header ─▶ configuration ─▶ loading ─(EOF)─▶ verifying ─▶ running
+ *         └──────────────┴────────────┴─────────────┴──────────────┴──────▶ failed
+ *
+ * Records from the main channel are processed one at a time in order (async: a device may prepare
+ * resources). The guest starts only after every page verified and the image digest matched;
+ * otherwise SHUT(1), an ERROR frame with the reason, and the guest is never started.
+ */
+import { writeFile } from 'node:fs/promises';
+import type net from 'node:net';
+import {
+  asMigrationError,
+  ChecksumError,
+  ErrorCode,
+  type MigrationError,
+  ProtocolError,
+} from '../shared/errors.js';
+import { Guest, type WorkloadOptions } from '../shared/guest/guest.js';
+import type { GuestMemory } from '../shared/guest/memory.js';
+import { monotonicMs } from '../shared/guest/vcpu-control.js';
+import type { LoadHandlers } from '../shared/handlers.js';
+import { type Capabilities, compareCapabilities } from '../shared/options.js';
+import {
+  type ConfigurationBody,
+  readPing,
+  StreamFramer,
+  type StreamRecord,
+} from '../shared/protocol/stream-codec.js';
+import { TraceEvent, Tracer } from '../shared/trace.js';
+import { ImageDigestLoader } from './image-digest.js';
+import { refuse } from './listener.js';
+import { LoadVm } from './loadvm.js';
+import { RamLoader } from './ram-load.js';
+import { ReturnPath } from './return-path.js';
+
+export type IncomingState =
+  | 'waiting-hello'
+  | 'header'
+  | 'configuration'
+  | 'loading'
+  | 'verifying'
+  | 'running'
+  | 'failed';
+
+export interface IncomingOptions {
+  capabilities: Capabilities;
+  /** A guest allocated (and prefaulted) before the migration, or null to allocate on configuration. */
+  guest: Guest | null;
+  preallocMs: number;
+  dumpRam?: string;
+  /** Device load handlers for the source's configuration (devices are configured alike on both sides). */
+  devicesFor?: (config: ConfigurationBody, memory: GuestMemory) => LoadHandlers[];
+}
+
+export interface IncomingResult {
+  status: 'completed' | 'failed';
+  error?: MigrationError;
+  report: Record<string, unknown>;
+}
+
+export class IncomingMigration {
+  state: IncomingState = 'waiting-hello';
+  readonly tracer = new Tracer('destination');
+  readonly rp = new ReturnPath(this.tracer);
+  #guest: Guest | null;
+  #ram: RamLoader | null = null;
+  #digest = new ImageDigestLoader();
+  #loadvm: LoadVm | null = null;
+  #config: ConfigurationBody | null = null;
+  #main: net.Socket | null = null;
+  #preallocMs: number;
+  #checkpoints: Record<string, number> = {};
+  #vcpuReady: Promise<void> = Promise.resolve();
+  #done!: (r: IncomingResult) => void;
+  readonly done = new Promise<IncomingResult>((resolve) => {
+    this.#done = resolve;
+  });
+
+  constructor(private readonly opts: IncomingOptions) {
+    this.#guest = opts.guest;
+    this.#preallocMs = opts.preallocMs;
+  }
+
+  /** The main channel: read, frame, step each record in order. */
+  async runMain(socket: net.Socket): Promise<void> {
+    this.#main = socket;
+    this.state = 'header';
+    const framer = new StreamFramer();
+    try {
+      for await (const chunk of socket) {
+        for (const rec of framer.feed(chunk as Buffer)) {
+          await this.#step(rec);
+          if ((this.state as IncomingState) === 'running') return;
+        }
+      }
+      framer.end();
+      throw new ProtocolError(
+        ErrorCode.TRUNCATED,
+        `main channel closed by the source in state '${this.state}'`,
+      );
+    } catch (err) {
+      await this.fail(asMigrationError(err, ErrorCode.INTERNAL));
+    }
+  }
+
+  attachReturnPath(socket: net.Socket): void {
+    this.rp.attach(socket, (e) => {
+      if (this.state !== 'running' && this.state !== 'failed') void this.fail(e);
+    });
+  }
+
+  async #step(rec: StreamRecord): Promise<void> {
+    switch (rec.type) {
+      case 'header':
+        return this.#expect('header', rec.type, 'configuration');
+      case 'configuration':
+        this.#expect('configuration', rec.type, 'loading');
+        return this.#onConfiguration(rec.body);
+      case 'command':
+        this.#expect('loading', rec.type);
+        return this.#onCommand(rec.command, rec.payload);
+      case 'start':
+      case 'part':
+      case 'end':
+      case 'full':
+        this.#expect('loading', rec.type);
+        await this.#loadvm!.load(rec);
+        return;
+      case 'eof':
+        this.#expect('loading', rec.type, 'verifying');
+        return this.#finish();
+      case 'vmdesc':
+        return;
+    }
+  }
+
+  #expect(state: IncomingState, what: string, next?: IncomingState): void {
+    if (this.state !== state) {
+      throw new ProtocolError(
+        ErrorCode.STATE,
+        `unexpected ${what} record in state '${this.state}' (expected state '${state}')`,
+      );
+    }
+    if (next) this.state = next;
+  }
+
+  #onConfiguration(config: ConfigurationBody): void {
+    compareCapabilities(config.capabilities, this.opts.capabilities);
+    if (config.machine !== 'switchover-guest') {
+      throw new ProtocolError(
+        ErrorCode.CONFIG_MISMATCH,
+        `machine '${config.machine}' is not 'switchover-guest'`,
+      );
+    }
+    if (this.#guest) {
+      const have = this.#guest.memory.pageCount * this.#guest.memory.pageSize;
+      if (have !== config.ramSize) {
+        throw new ProtocolError(
+          ErrorCode.CONFIG_MISMATCH,
+          `source guest has ${config.ramSize} bytes of RAM, this destination prepared ${have}`,
+        );
+      }
+    } else {
+      this.#guest = Guest.incoming(config.ramSize, config.pageSize);
+      this.#preallocMs = this.#guest.memory.prefault();
+    }
+    this.#config = config;
+    const g = (config.guest ?? {}) as Partial<Record<keyof WorkloadOptions, unknown>>;
+    const dirtyRate = g.dirtyRate === 'max' ? Number.POSITIVE_INFINITY : Number(g.dirtyRate ?? 0);
+    const pattern = (['uniform', 'hot', 'sequential'] as const).find((p) => p === g.pattern) ?? 'uniform';
+    this.#vcpuReady = this.#guest.prepare({ dirtyRate, pattern, dirtyRange: Number(g.dirtyRange ?? 0) });
+    this.#vcpuReady.catch(() => {});
+    this.#ram = new RamLoader(this.#guest.memory);
+    const devices = this.opts.devicesFor?.(config, this.#guest.memory) ?? [];
+    this.#loadvm = new LoadVm([this.#ram, ...devices, this.#digest]);
+    const ctx = { approveSwitchover: (idstr: string) => this.#approve(idstr) };
+    const pending = this.#loadvm.setup(ctx, this.opts.capabilities['switchover-ack']);
+    this.tracer.emit(TraceEvent.LOAD, { phase: 'setup', ackPending: pending });
+  }
+
+  #approve(idstr: string): void {
+    if (this.#loadvm!.approve(idstr)) void this.rp.send({ type: 'switchover-ack' });
+  }
+
+  async #onCommand(command: number, payload: Buffer): Promise<void> {
+    switch (command) {
+      case 1: // OPEN_RETURN_PATH
+        await this.rp.waitOpen(5000);
+        if (this.opts.capabilities['switchover-ack'] && this.#loadvm!.ackPending === 0)
+          await this.rp.send({ type: 'switchover-ack' });
+        return;
+      case 2: // PING
+        return this.rp.send({ type: 'pong', value: readPing(payload) });
+      case 11: // SWITCHOVER_START
+        this.#checkpoint('dst-switchover-start');
+        return;
+      default:
+        return;
+    }
+  }
+
+  #checkpoint(name: string): number {
+    const t = monotonicMs();
+    this.#checkpoints[name] = t;
+    this.tracer.emit(TraceEvent.CHECKPOINT, { name });
+    return t;
+  }
+
+  /** EOF: verify everything, then start the guest, then SHUT(0). */
+  async #finish(): Promise<void> {
+    const ram = this.#ram!;
+    ram.verifyComplete();
+    const dstDigest = ram.digest();
+    if (this.#digest.digest === null)
+      throw new ProtocolError(ErrorCode.TRUNCATED, 'no image digest before EOF');
+    if (dstDigest !== this.#digest.digest) {
+      throw new ChecksumError(
+        ErrorCode.DIGEST,
+        `image digest mismatch: source ${this.#digest.digest}, destination ${dstDigest}`,
+      );
+    }
+    this.#checkpoint('dst-loadvm-completed');
+    if (this.opts.dumpRam) await writeFile(this.opts.dumpRam, this.#guest!.memory.bytes);
+    await this.#vcpuReady;
+    await this.#guest!.resume();
+    this.#checkpoint('dst-vm-started');
+    this.state = 'running';
+    const gap = await this.#guest!.resumedGap();
+    const integrity = { 'pages-verified': ram.pagesVerified, 'digest-destination': dstDigest };
+    await this.rp.send({ type: 'resumed', body: { checkpoints: this.#checkpoints, integrity, gap } });
+    await this.rp.send({ type: 'shut', status: 0 });
+    const selfCheck = await this.#guest!.selfCheck();
+    await this.rp.send({ type: 'resumed', body: { guest: { 'self-check': selfCheck } } }).catch(() => {});
+    this.rp.close();
+    this.#main?.destroy();
+    this.#done({
+      status: 'completed',
+      report: {
+        status: 'completed',
+        'dst-prealloc-ms': Math.round(this.#preallocMs),
+        guest: { 'self-check': selfCheck, 'resume-gap': gap },
+        integrity: { ...integrity, 'digest-source': this.#digest.digest, match: true },
+        checkpoints: this.#checkpoints,
+      },
+    });
+  }
+
+  /** Fails once: tell the source why (RP ERROR + SHUT(1), and an ERROR frame on the main socket). */
+  async fail(err: MigrationError): Promise<void> {
+    if (this.state === 'failed' || this.state === 'running') return;
+    this.state = 'failed';
+    this.tracer.emit(TraceEvent.ERROR, { code: err.code, message: err.message });
+    await this.rp.send({ type: 'error', code: err.code, message: err.message }).catch(() => {});
+    await this.rp.send({ type: 'shut', status: 1 }).catch(() => {});
+    this.rp.close();
+    if (this.#main) refuse(this.#main, err);
+    this.#loadvm?.cleanup();
+    this.#done({
+      status: 'failed',
+      error: err,
+      report: { status: 'failed', 'error-desc': err.message, 'error-code': err.code },
+    });
+  }
+
+  get guest(): Guest | null {
+    return this.#guest;
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * `npm run destination -- --listen HOST:PORT [options]`: waits for one migration, verifies it, runs
+ * the guest. The bound HOST:PORT is the first stdout line (port 0 picks a free port).
+ * Exit 0 when the guest runs here and checked itself clean, 1 on any failure (guest never started).
+ */
+import { writeFile } from 'node:fs/promises';
+import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
+import { type DeviceSpec, destinationDevices } from '../shared/devices/registry.js';
+import { ErrorCode, ParameterError } from '../shared/errors.js';
+import { Guest } from '../shared/guest/guest.js';
+import { reportTable } from '../source/report.js';
+import { IncomingMigration } from './incoming.js';
+import { Listener } from './listener.js';
+
+const USAGE = `usage: npm run destination -- --listen HOST:PORT [options]
+
+  --ram SIZE given here preallocates and touches guest RAM before the migration (QEMU prealloc=on);
+  without it, RAM is allocated and touched when the source's configuration arrives.
+  --linger MS keeps the migrated guest running this long after its self-check (default 0).
+
+${USAGE_OPTIONS}`;
+
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  const o = parseCommon(argv);
+  if (o.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (!o.listen) throw new ParameterError(ErrorCode.USAGE, 'destination: --listen HOST:PORT is required');
+  const preallocate = argv.some((a) => a === '--ram' || a.startsWith('--ram='));
+  const guest = preallocate ? Guest.incoming(o.ramBytes) : null;
+  const preallocMs = guest ? guest.memory.prefault() : 0;
+  const incoming = new IncomingMigration({
+    capabilities: o.capabilities,
+    guest,
+    preallocMs,
+    dumpRam: o.dumpRam,
+    devicesFor: (config, memory) =>
+      destinationDevices((config.guest as { devices?: DeviceSpec[] })?.devices ?? [], memory),
+  });
+  const listener = new Listener({
+    onMain: (socket) => void incoming.runMain(socket),
+    onReturnPath: (socket) => incoming.attachReturnPath(socket),
+    onRefused: (err, remote) =>
+      process.stderr.write(`switchover-destination: refused ${remote}: ${err.code}: ${err.message}\n`),
+  });
+  const bound = await listener.listen(o.listen.host, o.listen.port);
+  process.stdout.write(`${bound.host.includes(':') ? `[${bound.host}]` : bound.host}:${bound.port}\n`);
+  const result = await incoming.done;
+  listener.close();
+  if (result.status === 'completed' && o.lingerMs > 0) await new Promise((r) => setTimeout(r, o.lingerMs));
+  await incoming.guest?.shutdown();
+  if (o.json) await writeFile(o.json, `${JSON.stringify(result.report, null, 2)}\n`);
+  if (!o.quiet) process.stdout.write(`${reportTable(result.report)}\n`);
+  if (result.status !== 'completed') {
+    process.stderr.write(`switchover-destination: ${result.error!.code}: ${result.error!.message}\n`);
+    return 1;
+  }
+  const selfCheck = (result.report.guest as { 'self-check': { ok: boolean } })['self-check'];
+  return selfCheck.ok ? 0 : 1;
+}
+
+runCli('switchover-destination', USAGE, main);

@@ -1,0 +1,109 @@
+/**
+ * RAM load handler: places verified pages into guest RAM. Every page's checksum is checked on arrival
+ * (a mismatch names the page); the checksum of each page's newest copy is kept, so the image digest
+ * can be compared with the source's before the guest may resume. A page never received is an error.
+ */
+import { ChecksumError, ErrorCode, ProtocolError } from '../shared/errors.js';
+import type { GuestMemory } from '../shared/guest/memory.js';
+import type { LoadHandlers } from '../shared/handlers.js';
+import { decodeRamPayload, type PageBatch } from '../shared/protocol/ram-records.js';
+import { imageDigest, pageChecksum } from '../shared/ram/checksum.js';
+
+export class RamLoader implements LoadHandlers {
+  readonly idstr = 'ram';
+  readonly instanceId = 0;
+  readonly version = 1;
+  readonly minVersion = 1;
+  readonly checksums: BigUint64Array;
+  readonly #received: Uint8Array;
+  pagesVerified = 0;
+  #geometrySeen = false;
+  #eos = false;
+
+  constructor(private readonly memory: GuestMemory) {
+    this.checksums = new BigUint64Array(memory.pageCount);
+    this.#received = new Uint8Array(memory.pageCount);
+  }
+
+  loadState(kind: 'start' | 'part' | 'end' | 'full', payload: Buffer): void {
+    const rec = decodeRamPayload(payload, this.memory.pageSize);
+    switch (rec.kind) {
+      case 'geometry':
+        this.#checkGeometry(rec.geometry);
+        return;
+      case 'pages':
+        if (!this.#geometrySeen)
+          throw new ProtocolError(ErrorCode.MALFORMED, 'ram: pages before geometry', { section: 'ram' });
+        this.placeBatch(rec.batch);
+        return;
+      case 'eos':
+        if (kind === 'end') this.#eos = true;
+        return;
+    }
+  }
+
+  #checkGeometry(g: { pageSize: number; pageCount: number }): void {
+    if (g.pageSize !== this.memory.pageSize || g.pageCount !== this.memory.pageCount) {
+      throw new ProtocolError(
+        ErrorCode.CONFIG_MISMATCH,
+        `ram: source has ${g.pageCount} pages of ${g.pageSize} bytes, destination ${this.memory.pageCount} of ${this.memory.pageSize}`,
+        { section: 'ram' },
+      );
+    }
+    this.#geometrySeen = true;
+  }
+
+  /** Verifies each page of a batch against its checksum, then copies it into guest RAM. */
+  placeBatch(batch: PageBatch): void {
+    const { pageSize, pageCount, bytes } = this.memory;
+    for (let i = 0; i < batch.count; i++) {
+      const index = batch.indexes[i]!;
+      if (index >= pageCount) {
+        throw new ProtocolError(
+          ErrorCode.MALFORMED,
+          `ram: page index ${index} beyond the guest's ${pageCount} pages`,
+          { section: 'ram', page: index },
+        );
+      }
+      const at = index * pageSize;
+      const offset = batch.dataOffsets[i]!;
+      if (offset < 0) {
+        bytes.fill(0, at, at + pageSize);
+        this.checksums[index] = 0n;
+      } else {
+        const data = batch.data.subarray(offset, offset + pageSize);
+        const sum = pageChecksum(data, index);
+        if (sum !== batch.checksums[i]) {
+          throw new ChecksumError(
+            ErrorCode.CHECKSUM,
+            `ram: page ${index} (round ${batch.round}) fails its checksum`,
+            { section: 'ram', page: index },
+          );
+        }
+        bytes.set(data, at);
+        this.checksums[index] = sum;
+      }
+      if (this.#received[index] === 0) this.#received[index] = 1;
+      this.pagesVerified++;
+    }
+  }
+
+  /** Before resume: every page arrived at least once and the RAM END section was seen. */
+  verifyComplete(): void {
+    if (!this.#eos)
+      throw new ProtocolError(ErrorCode.TRUNCATED, 'ram: stream ended without the RAM END section', {
+        section: 'ram',
+      });
+    const missing = this.#received.indexOf(0);
+    if (missing >= 0) {
+      throw new ProtocolError(ErrorCode.TRUNCATED, `ram: page ${missing} was never received`, {
+        section: 'ram',
+        page: missing,
+      });
+    }
+  }
+
+  digest(): string {
+    return imageDigest(this.checksums);
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * The destination's return-path writer: SHUT, PONG, SWITCHOVER_ACK and our messages. Opened by the
+ * source's RP connection; OPEN_RETURN_PATH on the main channel may arrive before that connection is
+ * accepted, so sending waits (bounded) for it.
+ */
+import type net from 'node:net';
+import { ErrorCode, type MigrationError, SocketError } from '../shared/errors.js';
+import { encodeRp, type RpMessage } from '../shared/protocol/return-path-codec.js';
+import { ChannelWriter } from '../shared/socket-io.js';
+import { TraceEvent, type Tracer } from '../shared/trace.js';
+
+export class ReturnPath {
+  #writer: ChannelWriter | null = null;
+  #opened: (() => void) | null = null;
+  readonly #openPromise = new Promise<void>((resolve) => {
+    this.#opened = resolve;
+  });
+
+  constructor(private readonly tracer: Tracer) {}
+
+  get open(): boolean {
+    return this.#writer !== null;
+  }
+
+  attach(socket: net.Socket, onDown: (e: MigrationError) => void): void {
+    this.#writer = new ChannelWriter(socket, 'return-path');
+    socket.on('close', () =>
+      onDown(new SocketError(ErrorCode.PEER_CLOSED, 'return path closed by the source')),
+    );
+    socket.resume(); // the source sends nothing after its hello; drain anything unexpected
+    this.#opened?.();
+  }
+
+  async waitOpen(timeoutMs: number): Promise<void> {
+    if (this.#writer) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new SocketError(
+              ErrorCode.TIMEOUT,
+              `return path not connected within ${timeoutMs} ms of OPEN_RETURN_PATH`,
+            ),
+          ),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([this.#openPromise, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Sends one message if the return path is open; a no-op otherwise (return-path capability off). */
+  async send(msg: RpMessage): Promise<void> {
+    if (!this.#writer) return;
+    this.tracer.emit(TraceEvent.RP_SEND, { type: msg.type });
+    await this.#writer.write(encodeRp(msg));
+  }
+
+  close(): void {
+    this.#writer?.socket.end();
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * `npm start -- [options]` — the main job: a paired local migration. Starts a destination and a
+ * source as two separate Node processes on 127.0.0.1, runs one migration with live progress, and
+ * prints one merged report (source view + destination's verification and guest self-check).
+ *
+ * Options: everything `source` takes (see --help). `--dump-ram DIR` writes DIR/source.ram and
+ * DIR/destination.ram; `--json FILE` writes the merged report. Exit 0 completed and verified,
+ * 1 failed, 2 bad usage.
+ */
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
+import { ErrorCode, MigrationError } from '../shared/errors.js';
+import { reportTable } from '../source/report.js';
+import { spawnSide } from './lib/spawn-side.js';
+
+const USAGE = `usage: npm start -- [options]\n\nRuns destination and source as two processes on 127.0.0.1 and migrates once.\n\n${USAGE_OPTIONS}`;
+
+/** Options that only make sense for one side or that pair rewrites. */
+const PAIR_ONLY = new Set([
+  '--json',
+  '--dump-ram',
+  '--timeline',
+  '--metrics-port',
+  '--quiet',
+  '--connect',
+  '--listen',
+  '--linger',
+]);
+
+function passThrough(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const name = a.split('=')[0]!;
+    const takesValue = !a.includes('=') && name !== '--quiet' && name !== '--help';
+    if (PAIR_ONLY.has(name)) {
+      if (takesValue) i++;
+      continue;
+    }
+    out.push(a);
+    if (takesValue && i + 1 < argv.length) out.push(argv[++i]!);
+  }
+  return out;
+}
+
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  const o = parseCommon(argv);
+  if (o.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  // pair defaults to the return path so the reported downtime includes the destination's load and
+  // restart (QEMU's semantics with return-path on); `--capabilities none` gives QEMU's plain default
+  const common = passThrough(argv);
+  if (!argv.some((a) => a === '--capabilities' || a.startsWith('--capabilities=')))
+    common.push('--capabilities', 'return-path');
+  const work = join(tmpdir(), `switchover-pair-${process.pid}-${Date.now()}`);
+  await mkdir(work, { recursive: true });
+  if (o.dumpRam) await mkdir(o.dumpRam, { recursive: true });
+  const dstJson = join(work, 'destination.json');
+  const srcJson = join(work, 'source.json');
+  const log = (l: string) => {
+    if (!o.quiet) process.stderr.write(`${l}\n`);
+  };
+  const dst = spawnSide(
+    'destination',
+    [
+      '--listen',
+      '127.0.0.1:0',
+      '--ram',
+      String(o.ramBytes),
+      ...common,
+      '--json',
+      dstJson,
+      '--quiet',
+      ...(o.dumpRam ? ['--dump-ram', join(o.dumpRam, 'destination.ram')] : []),
+    ],
+    { onStderrLine: (l) => log(`[destination] ${l}`) },
+  );
+  const address = await dst.firstLine;
+  if (!/:\d+$/.test(address)) {
+    await dst.exited;
+    throw new MigrationError(ErrorCode.INTERNAL, `destination did not start: ${dst.stderrLines.join(' | ')}`);
+  }
+  log(`destination listening on ${address}`);
+  const src = spawnSide(
+    'source',
+    [
+      '--connect',
+      address,
+      ...common,
+      '--json',
+      srcJson,
+      ...(o.quiet ? ['--quiet'] : []),
+      ...(o.dumpRam ? ['--dump-ram', join(o.dumpRam, 'source.ram')] : []),
+    ],
+    { onStderrLine: (l) => log(l.startsWith('progress ') ? l : `[source] ${l}`) },
+  );
+  const onSignal = () => src.kill('SIGINT');
+  process.once('SIGINT', onSignal);
+  const [srcCode, dstCode] = await Promise.all([src.exited, dst.exited]);
+  process.off('SIGINT', onSignal);
+  const report = await mergeReports(srcJson, dstJson);
+  await rm(work, { recursive: true, force: true });
+  report['exit-codes'] = { source: srcCode, destination: dstCode };
+  if (o.json) await writeFile(o.json, `${JSON.stringify(report, null, 2)}\n`);
+  if (!o.quiet) process.stdout.write(`${reportTable(report)}\n`);
+  const ok = srcCode === 0 && dstCode === 0 && report.status === 'completed';
+  return ok ? 0 : 1;
+}
+
+async function readJson(path: string): Promise<Record<string, unknown> | null> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/** Source report first; the destination's own view of verification and the self-check on top. */
+async function mergeReports(srcPath: string, dstPath: string): Promise<Record<string, unknown>> {
+  const src = (await readJson(srcPath)) ?? { status: 'failed', 'error-desc': 'source wrote no report' };
+  const dst = (await readJson(dstPath)) ?? {};
+  const merged: Record<string, unknown> = { ...src };
+  merged.guest = { ...(src.guest as object), ...(dst.guest as object) };
+  merged.integrity = { ...(src.integrity as object), ...(dst.integrity as object) };
+  if (dst['dst-prealloc-ms'] !== undefined) merged['dst-prealloc-ms'] = dst['dst-prealloc-ms'];
+  if (dst.status === 'failed') merged['destination-error'] = `${dst['error-code']}: ${dst['error-desc']}`;
+  return merged;
+}
+
+runCli('switchover', USAGE, main);

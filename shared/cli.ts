@@ -1,0 +1,183 @@
+/**
+ * Command-line options shared by `source`, `destination` and `pair` (names in ../shared/INTERFACE.md,
+ * QEMU's where QEMU has one). Bad options: one-line error plus usage, exit 2.
+ */
+import { parseArgs } from 'node:util';
+import { ErrorCode, MigrationError, ParameterError } from './errors.js';
+import type { DirtyPattern } from './guest/workload.js';
+import {
+  type Capabilities,
+  checkParameters,
+  DEFAULT_CAPABILITIES,
+  DEFAULT_PARAMETERS,
+  type Parameters,
+  parseCapabilityList,
+} from './options.js';
+import { parseDuration, parseRate, parseSize } from './units.js';
+
+export const OPTION_SPEC = {
+  connect: { type: 'string' },
+  listen: { type: 'string' },
+  ram: { type: 'string', default: '512M' },
+  'ram-fill': { type: 'string', default: 'random' },
+  'dirty-rate': { type: 'string', default: '32M' },
+  'dirty-pattern': { type: 'string', default: 'uniform' },
+  'dirty-range': { type: 'string' },
+  seed: { type: 'string', default: '1' },
+  capabilities: { type: 'string', default: '' },
+  'downtime-limit': { type: 'string' },
+  'max-bandwidth': { type: 'string' },
+  'avail-switchover-bandwidth': { type: 'string' },
+  'multifd-channels': { type: 'string' },
+  'switchover-policy': { type: 'string', default: 'qemu' },
+  device: { type: 'string', multiple: true },
+  timeout: { type: 'string' },
+  json: { type: 'string' },
+  'dump-ram': { type: 'string' },
+  timeline: { type: 'string' },
+  'metrics-port': { type: 'string' },
+  linger: { type: 'string' },
+  quiet: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+export interface CommonOptions {
+  connect?: { host: string; port: number };
+  listen?: { host: string; port: number };
+  ramBytes: number;
+  fill: 'random' | 'zero';
+  dirtyRate: number;
+  pattern: DirtyPattern;
+  dirtyRange: number;
+  seed: number;
+  capabilities: Capabilities;
+  parameters: Parameters;
+  devices: string[];
+  timeoutMs: number;
+  json?: string;
+  dumpRam?: string;
+  timeline?: string;
+  lingerMs: number;
+  quiet: boolean;
+  help: boolean;
+}
+
+export const USAGE_OPTIONS = `Guest:
+  --ram SIZE                 guest RAM (default 512M; K/M/G suffixes)
+  --ram-fill random|zero     initial guest content (default random)
+  --dirty-rate RATE|max      bytes/s of guest page writes (default 32M)
+  --dirty-pattern P          uniform | hot | sequential (default uniform)
+  --dirty-range SIZE         part of RAM the guest writes (default: all of it)
+  --seed N                   workload seed (default 1)
+  --device SPEC              precopy:size=SIZE,dirty-rate=RATE,prep=MS,stop-copy=SIZE (repeatable)
+Migration (QEMU names):
+  --capabilities LIST        comma list: return-path, switchover-ack, multifd, ...
+  --downtime-limit MS        default 300 (0..2000000)
+  --max-bandwidth RATE       bytes/s while the guest runs, 0 = unlimited (default 128M)
+  --avail-switchover-bandwidth RATE   bandwidth assumed at switchover, 0 = measure (default 0)
+  --multifd-channels N       page channels with multifd (default 2)
+  --timeout MS               fail if not completed after MS (default 0 = never)
+Output:
+  --json FILE                write the report as JSON
+  --dump-ram PATH            test oracle: write guest RAM (source: as stopped; destination: before resume)
+  --quiet                    no progress output
+  --help                     this text`;
+
+function num(text: string | undefined, what: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isFinite(n))
+    throw new ParameterError(ErrorCode.USAGE, `${what}: '${text}' is not a number`, { field: what });
+  return n;
+}
+
+export function parseHostPort(text: string, what: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(text);
+  const port = m ? Number(m[2]) : Number.NaN;
+  if (!m || !m[1] || port > 65535)
+    throw new ParameterError(ErrorCode.USAGE, `${what}: '${text}' is not HOST:PORT`, { field: what });
+  return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+function oneOf<T extends string>(value: string, allowed: readonly T[], what: string): T {
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new ParameterError(ErrorCode.USAGE, `${what}: '${value}' is not one of ${allowed.join(', ')}`, {
+      field: what,
+    });
+  }
+  return value as T;
+}
+
+export function parseCommon(argv: string[]): CommonOptions {
+  let values: Record<string, unknown>;
+  try {
+    ({ values } = parseArgs({ args: argv, options: OPTION_SPEC, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new ParameterError(ErrorCode.USAGE, (err as Error).message.split('\n')[0]!, {}, { cause: err });
+  }
+  const v = values as Record<string, string | undefined> & {
+    device?: string[];
+    quiet: boolean;
+    help: boolean;
+  };
+  const ramBytes = parseSize(v.ram!, '--ram');
+  const parameters = checkParameters({
+    'downtime-limit': num(v['downtime-limit'], '--downtime-limit', DEFAULT_PARAMETERS['downtime-limit']),
+    'max-bandwidth':
+      v['max-bandwidth'] === undefined
+        ? DEFAULT_PARAMETERS['max-bandwidth']
+        : parseRate(v['max-bandwidth'], '--max-bandwidth'),
+    'avail-switchover-bandwidth':
+      v['avail-switchover-bandwidth'] === undefined
+        ? 0
+        : parseRate(v['avail-switchover-bandwidth'], '--avail-switchover-bandwidth'),
+    'multifd-channels': num(
+      v['multifd-channels'],
+      '--multifd-channels',
+      DEFAULT_PARAMETERS['multifd-channels'],
+    ),
+  });
+  return {
+    connect: v.connect ? parseHostPort(v.connect, '--connect') : undefined,
+    listen: v.listen ? parseHostPort(v.listen, '--listen') : undefined,
+    ramBytes,
+    fill: oneOf(v['ram-fill']!, ['random', 'zero'] as const, '--ram-fill'),
+    dirtyRate: parseRate(v['dirty-rate']!, '--dirty-rate', true),
+    pattern: oneOf(v['dirty-pattern']!, ['uniform', 'hot', 'sequential'] as const, '--dirty-pattern'),
+    dirtyRange: v['dirty-range'] ? parseSize(v['dirty-range'], '--dirty-range') : ramBytes,
+    seed: num(v.seed, '--seed', 1) >>> 0,
+    capabilities: v.capabilities ? parseCapabilityList(v.capabilities) : DEFAULT_CAPABILITIES,
+    parameters,
+    devices: v.device ?? [],
+    timeoutMs: v.timeout ? parseDuration(v.timeout, '--timeout') : 0,
+    json: v.json,
+    dumpRam: v['dump-ram'],
+    timeline: v.timeline,
+    lingerMs: v.linger ? parseDuration(v.linger, '--linger') : 0,
+    quiet: v.quiet,
+    help: v.help,
+  };
+}
+
+/**
+ * Runs a CLI entry: usage errors exit 2 with usage, migration errors exit 1 with one line
+ * (`prog: CODE: message`), never a bare stack trace (SWITCHOVER_DEBUG=1 shows stacks).
+ */
+export function runCli(prog: string, usage: string, main: () => Promise<number>): void {
+  const die = (err: unknown) => {
+    const e =
+      err instanceof MigrationError
+        ? err
+        : new MigrationError(ErrorCode.INTERNAL, String((err as Error)?.message ?? err));
+    process.stderr.write(`${prog}: ${e.code}: ${e.message}\n`);
+    if (process.env.SWITCHOVER_DEBUG === '1') process.stderr.write(`${(err as Error)?.stack}\n`);
+    if (e.code === ErrorCode.USAGE || e.code === ErrorCode.PARAMETER || e.code === ErrorCode.CAPABILITY) {
+      process.stderr.write(`${usage}\n`);
+      process.exit(2);
+    }
+    process.exit(1);
+  };
+  process.on('uncaughtException', die);
+  process.on('unhandledRejection', die);
+  main().then((code) => process.exit(code), die);
+}

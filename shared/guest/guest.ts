@@ -1,0 +1,170 @@
+/**
+ * The guest as its host process sees it: memory, the vCPU worker, and the stop/resume handshake.
+ * The source boots a guest (fills RAM, starts the vCPU); the destination allocates and prefaults an
+ * empty one, lets the migration fill it, then resumes it.
+ */
+import type { Worker } from 'node:worker_threads';
+import { spawnTsWorker } from '../worker/spawn.js';
+import { type FillKind, fillRandom } from './fill.js';
+import { GUEST_MAGIC, HB, PAGE_SIZE } from './layout.js';
+import { GuestMemory } from './memory.js';
+import { CTL, monotonicMs, VcpuCmd, VcpuState } from './vcpu-control.js';
+import type { DirtyPattern, SelfCheckResult } from './workload.js';
+
+export interface WorkloadOptions {
+  /** Bytes of guest writes per second (page writes × page size); Infinity = max; 0 = idle. */
+  dirtyRate: number;
+  pattern: DirtyPattern;
+  /** Bytes of data pages the workload writes, from the start of the data area. */
+  dirtyRange: number;
+}
+
+export interface BootOptions {
+  ramBytes: number;
+  seed: number;
+  fill: FillKind;
+  pageSize?: number;
+}
+
+const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url);
+
+export class Guest {
+  #worker: Worker | null = null;
+  #selfCheck: Promise<SelfCheckResult> | null = null;
+  #resumedGap: Promise<{ gapStartMs: number; gapEndMs: number }> | null = null;
+
+  private constructor(readonly memory: GuestMemory) {}
+
+  /** Source: allocate, fill and stamp the control page. The vCPU is not started yet. */
+  static boot(opts: BootOptions): Guest {
+    const memory = GuestMemory.allocate(opts.ramBytes, opts.pageSize ?? PAGE_SIZE);
+    if (opts.fill === 'random') fillRandom(memory.bytes, memory.layout, opts.seed);
+    const page0 = Buffer.from(memory.shared.ram, 0, memory.pageSize);
+    page0.writeUInt32LE(GUEST_MAGIC, HB.MAGIC);
+    page0.writeUInt32LE(opts.seed >>> 0, HB.SEED);
+    page0.writeUInt32LE(opts.seed >>> 0, HB.PRNG);
+    page0.writeUInt32LE(opts.fill === 'random' ? 1 : 0, HB.FILL);
+    page0.writeUInt32LE(memory.layout.dataStart, HB.DATA_START);
+    return new Guest(memory);
+  }
+
+  /** Destination: an empty guest whose RAM the migration will fill. */
+  static incoming(ramBytes: number, pageSize = PAGE_SIZE): Guest {
+    return new Guest(GuestMemory.allocate(ramBytes, pageSize));
+  }
+
+  get running(): boolean {
+    return Atomics.load(this.memory.control, CTL.STATE) === VcpuState.RUNNING;
+  }
+
+  get started(): boolean {
+    return this.#worker !== null;
+  }
+
+  /** Starts the vCPU; `resumed` marks a destination start (records the gap, runs the self-check). */
+  async start(workload: WorkloadOptions, resumed = false): Promise<void> {
+    await this.#spawn(workload, resumed, false);
+  }
+
+  /**
+   * Destination: boots the vCPU worker now, parked, so that starting the guest after the migration
+   * is one handshake (booting a worker costs hundreds of ms, which would land in the downtime).
+   */
+  async prepare(workload: WorkloadOptions): Promise<void> {
+    await this.#spawn(workload, true, true);
+  }
+
+  async #spawn(workload: WorkloadOptions, resumed: boolean, startStopped: boolean): Promise<void> {
+    const { memory } = this;
+    Atomics.store(memory.control, CTL.CMD, startStopped ? VcpuCmd.STOP : VcpuCmd.RUN);
+    const worker = spawnTsWorker(VCPU_ENTRY, {
+      ...memory.shared,
+      pagesPerSecond: workload.dirtyRate / memory.pageSize,
+      pattern: workload.pattern,
+      rangePages: Math.floor(workload.dirtyRange / memory.pageSize),
+      resumed,
+      startStopped,
+    });
+    this.#worker = worker;
+    const failed = new Promise<never>((_, reject) => {
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new Error(`vCPU worker exited with code ${code}`)));
+    });
+    failed.catch(() => {});
+    if (resumed) {
+      this.#selfCheck = Promise.race([
+        waitMessage<{ result: SelfCheckResult }>(worker, 'self-check'),
+        failed,
+      ]).then((m) => m.result);
+      this.#resumedGap = Promise.race([
+        waitMessage<{ gapStartMs: number; gapEndMs: number }>(worker, 'resumed'),
+        failed,
+      ]);
+    }
+    await Promise.race([this.#waitState(startStopped ? VcpuState.STOPPED : VcpuState.RUNNING), failed]);
+  }
+
+  /** Stops the vCPU and waits for its acknowledgement. Returns the monotonic ms when it acknowledged. */
+  async stop(): Promise<number> {
+    Atomics.store(this.memory.control, CTL.CMD, VcpuCmd.STOP);
+    Atomics.notify(this.memory.control, CTL.CMD);
+    await this.#waitState(VcpuState.STOPPED);
+    return monotonicMs();
+  }
+
+  /** Lets a stopped vCPU run again (a failed or cancelled migration). */
+  async resume(): Promise<void> {
+    Atomics.store(this.memory.control, CTL.CMD, VcpuCmd.RUN);
+    Atomics.notify(this.memory.control, CTL.CMD);
+    await this.#waitState(VcpuState.RUNNING);
+  }
+
+  async shutdown(): Promise<void> {
+    const w = this.#worker;
+    if (!w) return;
+    Atomics.store(this.memory.control, CTL.CMD, VcpuCmd.EXIT);
+    Atomics.notify(this.memory.control, CTL.CMD);
+    this.#worker = null;
+    await w.terminate();
+  }
+
+  heartbeat(): { tick: number; ms: number } {
+    const f64 = new Float64Array(this.memory.shared.ram, 0, 8);
+    return { tick: f64[HB.TICK >>> 3]!, ms: f64[HB.HEARTBEAT_MS >>> 3]! };
+  }
+
+  /** Destination only: resolves with the vCPU's own check of its memory. */
+  selfCheck(): Promise<SelfCheckResult> {
+    if (!this.#selfCheck) throw new Error('self-check runs only on a resumed guest');
+    return this.#selfCheck;
+  }
+
+  /** Destination only: last source heartbeat and first destination heartbeat (monotonic ms). */
+  resumedGap(): Promise<{ gapStartMs: number; gapEndMs: number }> {
+    if (!this.#resumedGap) throw new Error('resume gap exists only on a resumed guest');
+    return this.#resumedGap;
+  }
+
+  async #waitState(want: number): Promise<void> {
+    const ctl = this.memory.control;
+    for (;;) {
+      const cur = Atomics.load(ctl, CTL.STATE);
+      if (cur === want) return;
+      if (cur === VcpuState.EXITED) throw new Error('vCPU exited');
+      const r = Atomics.waitAsync(ctl, CTL.STATE, cur, 1000);
+      await r.value;
+      if (!this.#worker) throw new Error('vCPU is gone');
+    }
+  }
+}
+
+function waitMessage<T>(worker: Worker, type: string): Promise<T> {
+  return new Promise((resolve) => {
+    const onMessage = (m: { type: string } & T) => {
+      if (m.type !== type) return;
+      worker.off('message', onMessage);
+      resolve(m);
+    };
+    worker.on('message', onMessage);
+  });
+}

@@ -1,0 +1,112 @@
+/**
+ * Guest memory shared between the main thread, the vCPU worker and page workers, plus the dirty log:
+ * one bit per page, set by the vCPU with Atomics.or after it writes a page, harvested by the migration
+ * with Atomics.exchange before it copies the page (the analog of KVM's dirty log; DESIGN §11).
+ */
+import { type Layout, layoutFor, PAGE_SIZE } from './layout.js';
+
+export interface GuestMemoryShared {
+  ram: SharedArrayBuffer;
+  dirty: SharedArrayBuffer;
+  control: SharedArrayBuffer;
+  ramBytes: number;
+  pageSize: number;
+}
+
+export class GuestMemory {
+  readonly layout: Layout;
+  readonly bytes: Uint8Array;
+  /** Dirty log, one bit per page. */
+  readonly dirty: Int32Array;
+  /** vCPU control words (see guest/vcpu-control.ts). */
+  readonly control: Int32Array;
+
+  constructor(readonly shared: GuestMemoryShared) {
+    this.layout = layoutFor(shared.ramBytes, shared.pageSize);
+    this.bytes = new Uint8Array(shared.ram, 0, this.layout.pageCount * shared.pageSize);
+    this.dirty = new Int32Array(shared.dirty);
+    this.control = new Int32Array(shared.control);
+  }
+
+  static allocate(ramBytes: number, pageSize = PAGE_SIZE): GuestMemory {
+    const layout = layoutFor(ramBytes, pageSize);
+    return new GuestMemory({
+      ram: new SharedArrayBuffer(layout.pageCount * pageSize),
+      dirty: new SharedArrayBuffer(Math.ceil(layout.pageCount / 32) * 4),
+      control: new SharedArrayBuffer(8 * 4),
+      ramBytes: layout.pageCount * pageSize,
+      pageSize,
+    });
+  }
+
+  get pageSize(): number {
+    return this.layout.pageSize;
+  }
+
+  get pageCount(): number {
+    return this.layout.pageCount;
+  }
+
+  /** A view of page i (no copy). */
+  page(i: number): Uint8Array {
+    return this.bytes.subarray(i * this.layout.pageSize, (i + 1) * this.layout.pageSize);
+  }
+
+  /**
+   * Touches every page once so the kernel backs it now, not inside the migration (QEMU prealloc=on).
+   * Returns the milliseconds it took.
+   */
+  prefault(): number {
+    const t0 = performance.now();
+    const { pageSize, pageCount } = this.layout;
+    for (let p = 0; p < pageCount; p++) this.bytes[p * pageSize] = 0;
+    return performance.now() - t0;
+  }
+
+  /** Sets every page's dirty bit (the first pass sends everything). */
+  markAllDirty(): void {
+    const words = this.dirty.length;
+    for (let w = 0; w < words; w++) Atomics.store(this.dirty, w, -1);
+    const tail = this.layout.pageCount % 32;
+    if (tail !== 0) Atomics.store(this.dirty, words - 1, (1 << tail) - 1);
+  }
+
+  /** Number of set bits (pending pages) without clearing them: the cheap estimate. */
+  countDirty(): number {
+    let n = 0;
+    for (let w = 0; w < this.dirty.length; w++) {
+      const v = this.dirty[w]!;
+      if (v !== 0) n += popcount(v);
+    }
+    return n;
+  }
+
+  /**
+   * Harvest: atomically takes and clears every set bit, appending page indexes to `out`.
+   * Returns how many pages were appended. A write after the swap sets the bit again.
+   */
+  harvest(out: Uint32Array): number {
+    let n = 0;
+    for (let w = 0; w < this.dirty.length; w++) {
+      if (this.dirty[w] === 0) continue; // plain read first: cheap skip of clean words
+      let bits = Atomics.exchange(this.dirty, w, 0);
+      while (bits !== 0) {
+        const low = bits & -bits;
+        out[n++] = w * 32 + (31 - Math.clz32(low));
+        bits ^= low;
+      }
+    }
+    return n;
+  }
+}
+
+export function popcount(v: number): number {
+  let x = v - ((v >>> 1) & 0x55555555);
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) & 0xff;
+}
+
+/** Marks page p dirty (vCPU side, after the write). */
+export function markDirty(dirty: Int32Array, p: number): void {
+  Atomics.or(dirty, p >>> 5, 1 << (p & 31));
+}

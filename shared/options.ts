@@ -1,0 +1,132 @@
+/**
+ * Capabilities and parameters: QEMU's names, defaults and rules (migration/options.c), in one leaf module.
+ * Both sides run `checkCapabilities`; the configuration section carries the must-agree set and the
+ * destination compares it with its own (`compareCapabilities`), which QEMU does not do.
+ */
+import { CapabilityError, ErrorCode, ParameterError } from './errors.js';
+
+export const CAPABILITY_NAMES = [
+  'return-path',
+  'switchover-ack',
+  'multifd',
+  'events',
+  'pause-before-switchover',
+] as const;
+export type CapabilityName = (typeof CAPABILITY_NAMES)[number];
+export type Capabilities = Readonly<Record<CapabilityName, boolean>>;
+
+/** Capabilities whose setting must be the same on both sides (checked in the configuration section). */
+export const MUST_AGREE: readonly CapabilityName[] = ['return-path', 'switchover-ack', 'multifd'];
+
+export const DEFAULT_CAPABILITIES: Capabilities = {
+  'return-path': false,
+  'switchover-ack': false,
+  multifd: false,
+  events: false,
+  'pause-before-switchover': false,
+};
+
+export interface Parameters {
+  /** Longest pause the source aims for, ms (QEMU default 300, range 0…2,000,000). */
+  'downtime-limit': number;
+  /** Bytes/s cap while the guest runs, applied per 100 ms window; 0 = unlimited (QEMU default 128 MiB/s). */
+  'max-bandwidth': number;
+  /** Bytes/s assumed for the switchover decision instead of the measured rate; 0 = measure. */
+  'avail-switchover-bandwidth': number;
+  /** Page channels when multifd is on (QEMU default 2, range 1…255). */
+  'multifd-channels': number;
+}
+
+export const DEFAULT_PARAMETERS: Readonly<Parameters> = {
+  'downtime-limit': 300,
+  'max-bandwidth': 128 * 1024 * 1024,
+  'avail-switchover-bandwidth': 0,
+  'multifd-channels': 2,
+};
+
+const PARAMETER_RANGES: Readonly<Record<keyof Parameters, readonly [number, number]>> = {
+  'downtime-limit': [0, 2_000_000],
+  'max-bandwidth': [0, Number.MAX_SAFE_INTEGER],
+  'avail-switchover-bandwidth': [0, Number.MAX_SAFE_INTEGER],
+  'multifd-channels': [1, 255],
+};
+
+/** QEMU's migrate_caps_check: one rule per guard. */
+export function checkCapabilities(caps: Capabilities): Capabilities {
+  if (caps['switchover-ack'] && !caps['return-path']) {
+    throw new CapabilityError(
+      ErrorCode.CAPABILITY,
+      "Capability 'switchover-ack' requires capability 'return-path'",
+      {
+        field: 'switchover-ack',
+      },
+    );
+  }
+  return caps;
+}
+
+export function checkParameters(params: Parameters): Parameters {
+  for (const name of Object.keys(PARAMETER_RANGES) as (keyof Parameters)[]) {
+    const [min, max] = PARAMETER_RANGES[name];
+    const value = params[name];
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new ParameterError(
+        ErrorCode.PARAMETER,
+        `Parameter '${name}' expects an integer in ${min}…${max}, got ${value}`,
+        { field: name },
+      );
+    }
+  }
+  return params;
+}
+
+/** Parses `return-path,switchover-ack` into a full capability set (unknown names are refused). */
+export function parseCapabilityList(list: string): Capabilities {
+  const caps: Record<CapabilityName, boolean> = { ...DEFAULT_CAPABILITIES };
+  for (const raw of list.split(',')) {
+    const name = raw.trim();
+    if (name === '' || name === 'none') continue;
+    if (!(CAPABILITY_NAMES as readonly string[]).includes(name)) {
+      throw new CapabilityError(
+        ErrorCode.CAPABILITY,
+        `unknown capability '${name}' (known: ${CAPABILITY_NAMES.join(', ')})`,
+        { field: name },
+      );
+    }
+    caps[name as CapabilityName] = true;
+  }
+  return checkCapabilities(caps);
+}
+
+export function enabledCapabilities(caps: Capabilities): CapabilityName[] {
+  return CAPABILITY_NAMES.filter((n) => caps[n]);
+}
+
+/** The must-agree subset, as carried in the configuration section. */
+export function agreementSet(caps: Capabilities): Record<string, boolean> {
+  return Object.fromEntries(MUST_AGREE.map((n) => [n, caps[n]]));
+}
+
+/**
+ * Destination side: compares the source's must-agree capabilities with ours. A mismatch names both
+ * settings of every capability that differs.
+ */
+export function compareCapabilities(source: Record<string, unknown>, destination: Capabilities): void {
+  const diffs: string[] = [];
+  for (const name of MUST_AGREE) {
+    const src = source[name] === true;
+    if (src !== destination[name])
+      diffs.push(
+        `'${name}' is ${onOff(src)} on the source but ${onOff(destination[name])} on the destination`,
+      );
+  }
+  if (diffs.length > 0) {
+    throw new CapabilityError(ErrorCode.CAPABILITY_MISMATCH, `capability mismatch: ${diffs.join('; ')}`, {
+      field: 'capabilities',
+    });
+  }
+}
+
+function onOff(v: boolean): string {
+  return v ? 'on' : 'off';
+}

@@ -1,0 +1,90 @@
+/**
+ * Source-side connections: TCP connect with a deadline, keepalive, the channel hello, and the
+ * return-path reader (RP framing, dispatched to a callback). The main socket's reverse direction may
+ * carry one ERROR frame from the destination (its reason for refusing), read with the same framer.
+ */
+import net from 'node:net';
+import { asMigrationError, ErrorCode, type MigrationError, SocketError } from '../shared/errors.js';
+import { type ChannelKind, ChannelKind as Kind } from '../shared/protocol/constants.js';
+import { encodeHello } from '../shared/protocol/hello.js';
+import { RpFramer, type RpMessage } from '../shared/protocol/return-path-codec.js';
+import { ChannelWriter } from '../shared/socket-io.js';
+
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  migrationId: Buffer;
+  connectTimeoutMs: number;
+}
+
+export async function connectChannel(
+  opts: ConnectOptions,
+  kind: ChannelKind,
+  name: string,
+): Promise<ChannelWriter> {
+  const socket = await new Promise<net.Socket>((resolve, reject) => {
+    const s = net.connect({ host: opts.host, port: opts.port, noDelay: true });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(
+        new SocketError(
+          ErrorCode.TIMEOUT,
+          `${name} channel: no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`,
+        ),
+      );
+    }, opts.connectTimeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      const e = asMigrationError(err, ErrorCode.CONNECT);
+      reject(
+        new SocketError(
+          e.code,
+          `${name} channel: cannot connect to ${opts.host}:${opts.port}: ${e.message}`,
+          {},
+          { cause: err },
+        ),
+      );
+    });
+  });
+  socket.setKeepAlive(true, 1000);
+  const writer = new ChannelWriter(socket, name);
+  await writer.write(encodeHello({ kind, index: 0, migrationId: opts.migrationId }));
+  return writer;
+}
+
+/**
+ * Reads RP frames from a socket (the return path, or the main socket's reverse direction) and hands
+ * each message to `onMessage`; protocol errors and closes go to `onError`.
+ */
+export function readReturnPath(
+  writer: ChannelWriter,
+  onMessage: (m: RpMessage) => void,
+  onError: (e: MigrationError) => void,
+): void {
+  const framer = new RpFramer();
+  writer.socket.on('data', (chunk: Buffer) => {
+    let messages: RpMessage[];
+    try {
+      messages = framer.feed(chunk);
+    } catch (err) {
+      onError(asMigrationError(err, ErrorCode.MALFORMED));
+      writer.socket.destroy();
+      return;
+    }
+    for (const m of messages) onMessage(m);
+  });
+  writer.socket.on('close', () =>
+    onError(
+      writer.error ??
+        new SocketError(ErrorCode.PEER_CLOSED, `${writer.name} channel closed by the destination`),
+    ),
+  );
+}
+
+export const MAIN = Kind.MAIN;
+export const RETURN_PATH = Kind.RETURN_PATH;

@@ -1,0 +1,67 @@
+/**
+ * `npm run source -- --connect HOST:PORT [options]`: boots the guest, migrates it to a listening
+ * destination, prints the report. Exit 0 completed, 1 failed or cancelled, 2 bad usage.
+ * SIGINT/SIGTERM cancel the migration; the guest keeps running until the process ends.
+ */
+import { writeFile } from 'node:fs/promises';
+import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
+import { parseDeviceSpecs, sourceDevices } from '../shared/devices/registry.js';
+import { ErrorCode, ParameterError } from '../shared/errors.js';
+import { Guest } from '../shared/guest/guest.js';
+import { formatProgressLine } from '../shared/progress.js';
+import { SourceMigration } from './migration.js';
+import { reportTable } from './report.js';
+
+const USAGE = `usage: npm run source -- --connect HOST:PORT [options]\n\n${USAGE_OPTIONS}`;
+
+async function main(): Promise<number> {
+  const o = parseCommon(process.argv.slice(2));
+  if (o.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (!o.connect) throw new ParameterError(ErrorCode.USAGE, 'source: --connect HOST:PORT is required');
+  const deviceSpecs = parseDeviceSpecs(o.devices);
+  const guest = Guest.boot({ ramBytes: o.ramBytes, seed: o.seed, fill: o.fill });
+  const workload = { dirtyRate: o.dirtyRate, pattern: o.pattern, dirtyRange: o.dirtyRange };
+  await guest.start(workload);
+  const abort = new AbortController();
+  process.once('SIGINT', () => abort.abort());
+  process.once('SIGTERM', () => abort.abort());
+  const migration = new SourceMigration({
+    host: o.connect.host,
+    port: o.connect.port,
+    guest,
+    capabilities: o.capabilities,
+    parameters: o.parameters,
+    guestConfig: {
+      ...workload,
+      dirtyRate: Number.isFinite(o.dirtyRate) ? o.dirtyRate : 'max',
+      seed: o.seed,
+      fill: o.fill,
+      devices: deviceSpecs,
+    },
+    devices: sourceDevices(deviceSpecs, o.capabilities, guest),
+    signal: abort.signal,
+    timeoutMs: o.timeoutMs,
+    onProgress: o.quiet ? undefined : (p) => process.stderr.write(`${formatProgressLine(p)}\n`),
+  });
+  const report = await migration.run();
+  if (report.status === 'completed' && o.dumpRam) await writeFile(o.dumpRam, guest.memory.bytes);
+  if (report.status !== 'completed') {
+    // the guest must still be running: prove it with two heartbeats 100 ms apart
+    const before = guest.heartbeat().tick;
+    await new Promise((r) => setTimeout(r, 100));
+    report.guest['running-after-failure'] = guest.running && guest.heartbeat().tick > before;
+  }
+  await guest.shutdown();
+  if (o.json) await writeFile(o.json, `${JSON.stringify(report, null, 2)}\n`);
+  if (!o.quiet) process.stdout.write(`${reportTable(report)}\n`);
+  if (report.status !== 'completed') {
+    process.stderr.write(`switchover-source: ${report['error-code']}: ${report['error-desc']}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+runCli('switchover-source', USAGE, main);

@@ -1,0 +1,433 @@
+/**
+ * The source's migration (QEMU migration.c analog): setup → active (precopy rounds with the
+ * convergence rule) → device (guest stopped, final state) → completed; any error → failed, a cancel
+ * → cancelling → cancelled. On failure or cancel the guest keeps (or resumes) running, untouched.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  asMigrationError,
+  ErrorCode,
+  MigrationError as MigErr,
+  type MigrationError,
+  SocketError,
+} from '../shared/errors.js';
+import type { Guest } from '../shared/guest/guest.js';
+import { monotonicMs } from '../shared/guest/vcpu-control.js';
+import type { SaveHandlers } from '../shared/handlers.js';
+import { agreementSet, type Capabilities, enabledCapabilities, type Parameters } from '../shared/options.js';
+import type { RpMessage } from '../shared/protocol/return-path-codec.js';
+import {
+  encodeConfiguration,
+  encodeEof,
+  encodeOpenReturnPath,
+  encodePing,
+  encodeStreamHeader,
+  encodeSwitchoverStart,
+} from '../shared/protocol/stream-codec.js';
+import type { ChannelWriter } from '../shared/socket-io.js';
+import { MigrationStatus as S, StateCell } from '../shared/state.js';
+import { TraceEvent, Tracer } from '../shared/trace.js';
+import { connectChannel, MAIN, RETURN_PATH, readReturnPath } from './channel.js';
+import { ImageDigestSaver } from './image-digest.js';
+import { RamSaver } from './ram-save.js';
+import { RateLimiter } from './rate-limit.js';
+import { type MigrationReport, round2 } from './report.js';
+import { SaveVm } from './savevm.js';
+import { ConvergenceMeter } from './switchover.js';
+
+export interface MigrateOptions {
+  host: string;
+  port: number;
+  guest: Guest;
+  capabilities: Capabilities;
+  parameters: Parameters;
+  /** Guest facts the destination needs to resume the same workload. */
+  guestConfig: Record<string, unknown>;
+  devices?: SaveHandlers[];
+  signal?: AbortSignal;
+  /** Give up (failed, not converging) after this many ms; 0 = never. */
+  timeoutMs?: number;
+  connectTimeoutMs?: number;
+  /** How long SHUT may take after EOF before the migration fails. */
+  completionTimeoutMs?: number;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface Progress {
+  status: string;
+  remaining: number;
+  transferred: number;
+  mbps: number;
+  dirtyPagesRate: number;
+  iteration: number;
+  expectedDowntime: number;
+  elapsedMs: number;
+}
+
+export class SourceMigration {
+  readonly state = new StateCell();
+  readonly tracer = new Tracer('source');
+  readonly ram: RamSaver;
+  readonly #digest: ImageDigestSaver;
+  readonly #meter: ConvergenceMeter;
+  readonly #limiter: RateLimiter;
+  #main: ChannelWriter | null = null;
+  #rp: ChannelWriter | null = null;
+  #error: MigrationError | null = null;
+  #acked = false;
+  #shut: { status: number } | null = null;
+  #resumed: Record<string, unknown> | null = null;
+  #wake: (() => void) | null = null;
+  #t0 = 0;
+  #setupTime = 0;
+  #downtime: number | undefined;
+  #guestStoppedHere = false;
+  /** The destination's own reason, when it sent one: preferred over the socket error it caused. */
+  #peerError: MigrationError | null = null;
+
+  constructor(private readonly opts: MigrateOptions) {
+    this.ram = new RamSaver(opts.guest.memory);
+    this.#digest = new ImageDigestSaver(this.ram);
+    this.#meter = new ConvergenceMeter(opts.parameters);
+    this.#limiter = new RateLimiter(opts.parameters['max-bandwidth'], monotonicMs());
+    this.state.onChange((from, to) => this.tracer.emit(TraceEvent.STATE, { from, to }));
+    opts.signal?.addEventListener('abort', () => this.cancel(), { once: true });
+  }
+
+  /** Records the first error (sticky) and wakes the loop. */
+  fail(err: MigrationError): void {
+    this.#error ??= err;
+    this.tracer.emit(TraceEvent.ERROR, { code: err.code, message: err.message });
+    this.#wake?.();
+  }
+
+  cancel(): void {
+    const s = this.state.status;
+    if (this.state.transition(s, S.CANCELLING))
+      this.fail(new MigErr(ErrorCode.CANCELLED, 'migration cancelled by the user'));
+  }
+
+  async run(): Promise<MigrationReport> {
+    this.#t0 = monotonicMs();
+    this.state.transition(S.NONE, S.SETUP);
+    try {
+      await this.#setup();
+      this.#setupTime = monotonicMs() - this.#t0;
+      if (!this.state.transition(S.SETUP, S.ACTIVE)) this.#check();
+      await this.#iterate();
+      await this.#complete();
+      this.state.transition(S.DEVICE, S.COMPLETED);
+      await this.#waitGuestReport();
+    } catch (err) {
+      await this.#abort(asMigrationError(err));
+    } finally {
+      this.#closeChannels();
+    }
+    return this.#report();
+  }
+
+  async #setup(): Promise<void> {
+    const { opts } = this;
+    const conn = {
+      host: opts.host,
+      port: opts.port,
+      migrationId: randomBytes(16),
+      connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+    };
+    this.#main = await connectChannel(conn, MAIN, 'main');
+    readReturnPath(
+      this.#main,
+      (m) => this.#onRp(m),
+      (e) => this.#onChannelDown('main', e),
+    );
+    if (opts.capabilities['return-path']) {
+      this.#rp = await connectChannel(conn, RETURN_PATH, 'return-path');
+      readReturnPath(
+        this.#rp,
+        (m) => this.#onRp(m),
+        (e) => this.#onChannelDown('return-path', e),
+      );
+    }
+    const { memory } = opts.guest;
+    await this.#main.write(encodeStreamHeader());
+    await this.#main.write(
+      encodeConfiguration({
+        machine: 'switchover-guest',
+        pageSize: memory.pageSize,
+        ramSize: memory.pageCount * memory.pageSize,
+        capabilities: agreementSet(opts.capabilities),
+        guest: opts.guestConfig,
+      }),
+    );
+    if (this.#rp) {
+      await this.#main.write(encodeOpenReturnPath());
+      await this.#main.write(encodePing(1));
+    }
+    this.#saveVm = new SaveVm(this.#main, this.#limiter, this.tracer, [
+      this.ram,
+      ...(opts.devices ?? []),
+      this.#digest,
+    ]);
+    await this.#saveVm.setup();
+    this.#check();
+  }
+
+  #saveVm: SaveVm | null = null;
+
+  async #iterate(): Promise<void> {
+    const saveVm = this.#saveVm!;
+    const started = monotonicMs();
+    this.#limiter.restart(started);
+    for (;;) {
+      this.#check();
+      if (!this.#limiter.exhausted()) {
+        if (this.#tryComplete()) return;
+        await saveVm.iterate();
+      }
+      this.#updateCounters();
+      const timeout = this.opts.timeoutMs ?? 0;
+      if (timeout > 0 && monotonicMs() - started > timeout) {
+        throw new MigErr(
+          ErrorCode.NOT_CONVERGING,
+          `not converging after ${timeout} ms: ${this.ram.tracker.pending * this.opts.guest.memory.pageSize} bytes pending, threshold ${Math.round(this.#meter.threshold)} bytes (bandwidth ${round2((this.#meter.bandwidth * 1000) / 1048576)} MiB/s, dirty ${this.ram.tracker.dirtyPagesRate} pages/s)`,
+        );
+      }
+      await this.#sleep(this.#limiter.exhausted() ? this.#limiter.remainingMs(monotonicMs()) : 0);
+    }
+  }
+
+  /** QEMU migration_iteration_run: estimate, exact only under the threshold, then the gate. */
+  #tryComplete(): boolean {
+    const saveVm = this.#saveVm!;
+    const threshold = this.#meter.threshold;
+    let pending = saveVm.pendingEstimate();
+    if (pending > threshold) return false;
+    pending = saveVm.pendingExact();
+    this.#meter.noteSync(pending);
+    this.tracer.emit(TraceEvent.DIRTY_SYNC, { pending, threshold, sync: this.ram.tracker.syncCount });
+    if (pending > threshold) return false;
+    this.#meter.noteThresholdMet(monotonicMs());
+    return this.#canSwitchover();
+  }
+
+  /** QEMU migration_can_switchover: capability off, guest not running, or ACK received. */
+  #canSwitchover(): boolean {
+    return !this.opts.capabilities['switchover-ack'] || !this.opts.guest.running || this.#acked;
+  }
+
+  async #complete(): Promise<void> {
+    const main = this.#main!;
+    const saveVm = this.#saveVm!;
+    const t = this.tracer;
+    const downtimeStart = monotonicMs();
+    t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-start' });
+    this.#guestStoppedHere = this.opts.guest.running;
+    await this.opts.guest.stop();
+    t.emit(TraceEvent.CHECKPOINT, { name: 'src-vm-stopped' });
+    if (!this.state.transition(S.ACTIVE, S.DEVICE)) this.#check();
+    this.#limiter.setLimit(0);
+    await main.write(encodeSwitchoverStart());
+    await saveVm.completeIterable();
+    t.emit(TraceEvent.CHECKPOINT, { name: 'src-iterable-saved' });
+    await saveVm.completeNonIterable();
+    t.emit(TraceEvent.CHECKPOINT, { name: 'src-non-iterable-saved' });
+    await main.write(encodeEof());
+    await main.flush();
+    if (this.#rp) await this.#waitShut();
+    this.#check();
+    this.#downtime = monotonicMs() - downtimeStart;
+    t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-end' });
+  }
+
+  /** After SHUT the destination's guest checks its own memory and reports on the return path. */
+  async #waitGuestReport(): Promise<void> {
+    if (!this.#rp) return;
+    const deadline = monotonicMs() + 60_000;
+    while (
+      !(this.#resumed?.guest as Record<string, unknown> | undefined)?.['self-check'] &&
+      monotonicMs() < deadline
+    ) {
+      if (this.#rp.socket.destroyed || this.#rp.error) return;
+      await this.#sleep(100);
+    }
+  }
+
+  async #waitShut(): Promise<void> {
+    const deadline = monotonicMs() + (this.opts.completionTimeoutMs ?? 30_000);
+    while (!this.#shut) {
+      this.#check();
+      const left = deadline - monotonicMs();
+      if (left <= 0)
+        throw new SocketError(
+          ErrorCode.TIMEOUT,
+          'destination did not confirm the guest started (no SHUT) in time',
+        );
+      await this.#sleep(Math.min(left, 1000));
+    }
+    if (this.#shut.status !== 0)
+      throw new MigErr(ErrorCode.PEER_FAILED, `destination indicated error ${this.#shut.status}`);
+  }
+
+  #onRp(m: RpMessage): void {
+    this.tracer.emit(TraceEvent.RP_RECV, { type: m.type });
+    switch (m.type) {
+      case 'switchover-ack':
+        this.#acked = true;
+        this.#meter.noteAck(monotonicMs());
+        this.tracer.emit(TraceEvent.SWITCHOVER_ACK, {});
+        break;
+      case 'shut':
+        this.#shut = { status: m.status };
+        break;
+      case 'resumed':
+        this.#resumed = {
+          ...this.#resumed,
+          ...m.body,
+          guest: { ...(this.#resumed?.guest as object), ...(m.body.guest as object) },
+        };
+        break;
+      case 'error':
+        this.#peerError ??= new MigErr(ErrorCode.PEER_FAILED, `destination failed: ${m.code}: ${m.message}`);
+        this.fail(this.#peerError);
+        break;
+      case 'load-cost':
+        this.#meter.noteLoadCost(m.body);
+        break;
+      default:
+        break;
+    }
+    this.#wake?.();
+  }
+
+  #onChannelDown(name: string, e: MigrationError): void {
+    // After a clean SHUT the destination closes its channels: that is the normal end.
+    if (this.#shut?.status === 0 || this.state.status === S.COMPLETED) return;
+    this.fail(new SocketError(e.code, `${name} channel: ${e.message}`));
+  }
+
+  #check(): void {
+    if (this.#error) throw this.#error;
+    const w = this.#main?.error;
+    if (w && !(this.#shut?.status === 0)) throw w;
+  }
+
+  #transferred(): number {
+    return this.#main?.bytesWritten ?? 0;
+  }
+
+  #updateCounters(): void {
+    const now = monotonicMs();
+    const window = this.#limiter.roll(now);
+    if (!window) return;
+    this.#meter.update(
+      window,
+      this.ram.tracker.dirtyPagesRate,
+      this.ram.tracker.pending * this.opts.guest.memory.pageSize,
+    );
+    this.tracer.emit(TraceEvent.ITERATION, {
+      remaining: this.ram.tracker.pending * this.opts.guest.memory.pageSize,
+      transferred: this.#transferred(),
+      mbps: this.#meter.mbps,
+      expectedDowntime: this.#meter.expectedDowntime,
+      sync: this.ram.tracker.syncCount,
+    });
+    this.opts.onProgress?.(this.#progress(now));
+  }
+
+  #progress(now: number): Progress {
+    return {
+      status: this.state.status,
+      remaining: this.ram.tracker.pending * this.opts.guest.memory.pageSize,
+      transferred: this.#transferred(),
+      mbps: this.#meter.mbps,
+      dirtyPagesRate: this.ram.tracker.dirtyPagesRate,
+      iteration: this.ram.tracker.syncCount,
+      expectedDowntime: this.#meter.expectedDowntime,
+      elapsedMs: now - this.#t0,
+    };
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.#wake = null;
+        resolve();
+      }
+      this.#wake = done;
+      if (ms === 0) setImmediate(done);
+    });
+  }
+
+  async #abort(err: MigrationError): Promise<void> {
+    this.fail(err);
+    if (!this.#peerError && err instanceof SocketError) {
+      // a closed socket is usually the consequence of a refusal: give its ERROR frame a moment to arrive
+      const deadline = monotonicMs() + 300;
+      while (!this.#peerError && monotonicMs() < deadline) await new Promise((r) => setTimeout(r, 20));
+    }
+    if (this.#peerError) this.#error = this.#peerError;
+    const s = this.state.status;
+    if (s === S.CANCELLING)
+      this.state.transition(S.CANCELLING, err.code === ErrorCode.CANCELLED ? S.CANCELLED : S.FAILED);
+    else this.state.transition(s, S.FAILED);
+    if (this.#guestStoppedHere && !this.opts.guest.running) await this.opts.guest.resume();
+    this.#saveVm?.cleanup();
+  }
+
+  #closeChannels(): void {
+    this.#main?.socket.destroy();
+    this.#rp?.socket.destroy();
+  }
+
+  #report(): MigrationReport {
+    const status = this.state.status;
+    const mem = this.opts.guest.memory;
+    const c = this.ram.counters;
+    const end = monotonicMs();
+    const total = end - this.#t0;
+    const transferred = this.#transferred();
+    const ok = status === S.COMPLETED;
+    const dst = this.#resumed ?? {};
+    const report: MigrationReport = {
+      status,
+      'total-time': round2(total),
+      'setup-time': round2(this.#setupTime),
+      'expected-downtime': round2(this.#meter.expectedDowntime),
+      ram: {
+        transferred,
+        remaining: ok ? 0 : this.ram.tracker.pending * mem.pageSize,
+        total: mem.pageCount * mem.pageSize,
+        duplicate: c.duplicate,
+        normal: c.normal,
+        'normal-bytes': c.normal * mem.pageSize,
+        mbps: round2(ok ? (transferred * 8) / ((total - this.#setupTime) / 1000) / 1e6 : this.#meter.mbps),
+        'dirty-pages-rate': ok ? 0 : this.ram.tracker.dirtyPagesRate,
+        'dirty-sync-count': this.ram.tracker.syncCount,
+        'precopy-bytes': c.precopyBytes,
+        'downtime-bytes': c.downtimeBytes,
+      },
+      iterations: this.ram.tracker.syncCount,
+      capabilities: enabledCapabilities(this.opts.capabilities),
+      parameters: { ...this.opts.parameters },
+      guest: { ticks: this.opts.guest.heartbeat().tick, ...(dst.guest as object | undefined) },
+      integrity: {
+        'digest-source': this.#digest.digest || null,
+        ...(dst.integrity as object | undefined),
+      },
+    };
+    if (ok) report.downtime = round2(this.#downtime ?? 0);
+    const dstDigest = (dst.integrity as { 'digest-destination'?: string } | undefined)?.[
+      'digest-destination'
+    ];
+    if (dstDigest) report.integrity.match = dstDigest === this.#digest.digest;
+    if (this.#error && !ok) {
+      report['error-desc'] = this.#error.message;
+      report['error-code'] = this.#error.code;
+    }
+    Object.assign(report, this.#meter.reportFields(this.opts.capabilities['switchover-ack'], this.#acked));
+    return report;
+  }
+}

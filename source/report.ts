@@ -1,0 +1,53 @@
+/**
+ * The migration report: QEMU query-migrate names (research §8) plus ours. Every field is defined in
+ * README.md ("Report fields"). Times are ms, sizes bytes, mbps megabits per second.
+ */
+export interface RamReport {
+  transferred: number;
+  remaining: number;
+  total: number;
+  duplicate: number;
+  normal: number;
+  'normal-bytes': number;
+  mbps: number;
+  'dirty-pages-rate': number;
+  'dirty-sync-count': number;
+  'precopy-bytes': number;
+  'downtime-bytes': number;
+}
+
+export interface MigrationReport {
+  status: string;
+  'error-desc'?: string;
+  'error-code'?: string;
+  'total-time': number;
+  'setup-time': number;
+  downtime?: number;
+  'expected-downtime': number;
+  ram: RamReport;
+  iterations: number;
+  capabilities: string[];
+  parameters: Record<string, number | string>;
+  guest: Record<string, unknown>;
+  integrity: Record<string, unknown>;
+  [extra: string]: unknown;
+}
+
+export function round2(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+/** The same facts as a two-column table for stdout. Nested objects are flattened with dots. */
+export function reportTable(report: Record<string, unknown>): string {
+  const rows: [string, string][] = [];
+  const walk = (prefix: string, v: unknown) => {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, x);
+    } else {
+      rows.push([prefix, Array.isArray(v) ? v.join(',') : String(v)]);
+    }
+  };
+  walk('', report);
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
+}

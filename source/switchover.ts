@@ -1,0 +1,86 @@
+/**
+ * The switchover decision's numbers (QEMU migration_update_counters): bandwidth over the last 100 ms
+ * window, threshold = bandwidth × downtime-limit, expected downtime = bytes dirty at the last sync /
+ * bandwidth (+ the destination's reported load cost, which QEMU leaves out), and the switchover-ack
+ * wait: from the first moment the threshold was met to the ACK.
+ */
+import type { Parameters } from '../shared/options.js';
+import { round2 } from './report.js';
+
+export class ConvergenceMeter {
+  /** Bytes per ms, measured over the last window. */
+  bandwidth = 0;
+  mbps = 0;
+  /** Bytes that may remain at switchover. */
+  threshold = 0;
+  expectedDowntime: number;
+  readonly history: { t: number; expected: number; remaining: number }[] = [];
+  #dirtyBytesLastSync = 0;
+  #thresholdMetAt: number | null = null;
+  #ackAt: number | null = null;
+  /** Destination's remaining load cost in ms (switchover-ack devices still preparing, final load). */
+  #loadCostMs = 0;
+  #loadCost: Record<string, unknown> = {};
+
+  constructor(private readonly params: Parameters) {
+    this.expectedDowntime = params['downtime-limit'];
+  }
+
+  update(window: { bytes: number; ms: number }, dirtyPagesRate: number, remaining: number): void {
+    this.bandwidth = window.bytes / window.ms;
+    this.mbps = round2((window.bytes * 8) / (window.ms / 1000) / 1e6);
+    const avail = this.params['avail-switchover-bandwidth'];
+    const expectedBw = avail > 0 ? avail / 1000 : this.bandwidth;
+    this.threshold = expectedBw * this.params['downtime-limit'];
+    if (expectedBw > 0 && window.bytes > 10_000 && dirtyPagesRate !== 0) {
+      this.expectedDowntime = this.#dirtyBytesLastSync / expectedBw + this.#loadCostMs;
+    }
+    this.history.push({
+      t: round2(window.ms + this.#sinceStart()),
+      expected: round2(this.expectedDowntime),
+      remaining,
+    });
+    if (this.history.length > 10_000) this.history.shift();
+  }
+
+  #sinceStart(): number {
+    return this.history.length === 0 ? 0 : this.history[this.history.length - 1]!.t;
+  }
+
+  noteSync(pendingBytes: number): void {
+    this.#dirtyBytesLastSync = pendingBytes;
+  }
+
+  noteThresholdMet(now: number): void {
+    this.#thresholdMetAt ??= now;
+  }
+
+  noteAck(now: number): void {
+    this.#ackAt ??= now;
+  }
+
+  noteLoadCost(body: Record<string, unknown>): void {
+    this.#loadCost = body;
+    const ms = body['final-load-ms'];
+    if (typeof ms === 'number' && Number.isFinite(ms)) this.#loadCostMs = ms;
+  }
+
+  /** ms the source waited for the ACK after the threshold was first met (0 if the ACK came first). */
+  ackWaitMs(): number | null {
+    if (this.#thresholdMetAt === null) return null;
+    if (this.#ackAt === null) return null;
+    return Math.max(0, this.#ackAt - this.#thresholdMetAt);
+  }
+
+  reportFields(ackEnabled: boolean, acked: boolean): Record<string, unknown> {
+    return {
+      'switchover-ack': {
+        enabled: ackEnabled,
+        acked,
+        'wait-ms': ackEnabled ? round2(this.ackWaitMs() ?? 0) : 0,
+        devices: this.#loadCost['waiting'] ?? [],
+      },
+      'expected-downtime-history': this.history.map((h) => h.expected),
+    };
+  }
+}
