@@ -51,7 +51,11 @@ export interface IncomingOptions {
   preallocMs: number;
   dumpRam?: string;
   /** Device load handlers for the source's configuration (devices are configured alike on both sides). */
-  devicesFor?: (config: ConfigurationBody, memory: GuestMemory) => LoadHandlers[];
+  devicesFor?: (
+    config: ConfigurationBody,
+    memory: GuestMemory,
+    onPrepStart: (id: string, ms: number) => void,
+  ) => LoadHandlers[];
 }
 
 export interface IncomingResult {
@@ -73,6 +77,8 @@ export class IncomingMigration {
   #preallocMs: number;
   #checkpoints: Record<string, number> = {};
   #vcpuReady: Promise<void> = Promise.resolve();
+  #approvals: Record<string, number> = {};
+  #prepStarted: Record<string, { at: number; ms: number }> = {};
   #done!: (r: IncomingResult) => void;
   readonly done = new Promise<IncomingResult>((resolve) => {
     this.#done = resolve;
@@ -173,7 +179,8 @@ export class IncomingMigration {
     this.#vcpuReady = this.#guest.prepare({ dirtyRate, pattern, dirtyRange: Number(g.dirtyRange ?? 0) });
     this.#vcpuReady.catch(() => {});
     this.#ram = new RamLoader(this.#guest.memory);
-    const devices = this.opts.devicesFor?.(config, this.#guest.memory) ?? [];
+    const devices =
+      this.opts.devicesFor?.(config, this.#guest.memory, (id, ms) => this.#onPrepStart(id, ms)) ?? [];
     this.#loadvm = new LoadVm([this.#ram, ...devices, this.#digest]);
     const ctx = { approveSwitchover: (idstr: string) => this.#approve(idstr) };
     const pending = this.#loadvm.setup(ctx, this.opts.capabilities['switchover-ack']);
@@ -181,7 +188,27 @@ export class IncomingMigration {
   }
 
   #approve(idstr: string): void {
-    if (this.#loadvm!.approve(idstr)) void this.rp.send({ type: 'switchover-ack' });
+    const done = this.#loadvm!.approve(idstr);
+    this.#approvals[idstr] = monotonicMs();
+    void this.#sendLoadCost(0).catch(() => {});
+    if (done) void this.rp.send({ type: 'switchover-ack' }).catch(() => {});
+  }
+
+  /** A device began preparing: tell the source what the final load will cost (expected downtime). */
+  #onPrepStart(id: string, ms: number): void {
+    this.#prepStarted[id] = { at: monotonicMs(), ms };
+    void this.#sendLoadCost(Number.isFinite(ms) ? ms : 0).catch(() => {});
+  }
+
+  #sendLoadCost(finalLoadMs: number): Promise<void> {
+    return this.rp.send({
+      type: 'load-cost',
+      body: {
+        'final-load-ms': finalLoadMs,
+        waiting: [...(this.#loadvm?.waiting ?? [])],
+        approvals: this.#approvals,
+      },
+    });
   }
 
   async #onCommand(command: number, payload: Buffer): Promise<void> {
@@ -229,7 +256,11 @@ export class IncomingMigration {
     this.state = 'running';
     const gap = await this.#guest!.resumedGap();
     const integrity = { 'pages-verified': ram.pagesVerified, 'digest-destination': dstDigest };
-    await this.rp.send({ type: 'resumed', body: { checkpoints: this.#checkpoints, integrity, gap } });
+    const devices = this.#deviceFacts();
+    await this.rp.send({
+      type: 'resumed',
+      body: { checkpoints: this.#checkpoints, integrity, gap, devices },
+    });
     await this.rp.send({ type: 'shut', status: 0 });
     const selfCheck = await this.#guest!.selfCheck();
     await this.rp.send({ type: 'resumed', body: { guest: { 'self-check': selfCheck } } }).catch(() => {});
@@ -243,8 +274,20 @@ export class IncomingMigration {
         guest: { 'self-check': selfCheck, 'resume-gap': gap },
         integrity: { ...integrity, 'digest-source': this.#digest.digest, match: true },
         checkpoints: this.#checkpoints,
+        devices,
       },
     });
+  }
+
+  /** Per device: measured preparation and when it approved the switchover (monotonic ms). */
+  #deviceFacts(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const h of this.#loadvm?.handlers ?? []) {
+      const d = h as { prepMs?: number | null; approvedAt?: number | null; loadedTotal?: number };
+      if (d.loadedTotal === undefined) continue;
+      out[h.idstr] = { 'prep-ms': d.prepMs, 'approved-at': d.approvedAt, loaded: d.loadedTotal };
+    }
+    return out;
   }
 
   /** Fails once: tell the source why (RP ERROR + SHUT(1), and an ERROR frame on the main socket). */

@@ -36,8 +36,13 @@ async function main(): Promise<number> {
     guest,
     preallocMs,
     dumpRam: o.dumpRam,
-    devicesFor: (config, memory) =>
-      destinationDevices((config.guest as { devices?: DeviceSpec[] })?.devices ?? [], memory),
+    devicesFor: (config, memory, onPrepStart) =>
+      destinationDevices(
+        (config.guest as { devices?: DeviceSpec[] })?.devices ?? [],
+        memory,
+        o.capabilities,
+        onPrepStart,
+      ),
   });
   const listener = new Listener({
     onMain: (socket) => void incoming.runMain(socket),

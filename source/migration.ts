@@ -291,7 +291,7 @@ export class SourceMigration {
         this.fail(this.#peerError);
         break;
       case 'load-cost':
-        this.#meter.noteLoadCost(m.body);
+        this.#meter.noteLoadCost(m.body, monotonicMs());
         break;
       default:
         break;
@@ -428,6 +428,30 @@ export class SourceMigration {
       report['error-code'] = this.#error.code;
     }
     Object.assign(report, this.#meter.reportFields(this.opts.capabilities['switchover-ack'], this.#acked));
+    report.devices = this.#deviceReport(dst.devices as Record<string, Record<string, unknown>> | undefined);
+    report['downtime-expected-vs-actual'] = ok
+      ? {
+          expected: report['expected-downtime'],
+          actual: report.downtime,
+          error: round2((report.downtime ?? 0) - report['expected-downtime']),
+        }
+      : undefined;
     return report;
+  }
+
+  /** devices.<id>.{transferred, initial-bytes, prep-ms}: source counters plus the destination's measurements. */
+  #deviceReport(dst: Record<string, Record<string, unknown>> | undefined): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const h of this.opts.devices ?? []) {
+      const d = h as { transferred?: number; config?: { size: number } };
+      if (d.transferred === undefined) continue;
+      const remote = dst?.[h.idstr];
+      out[h.idstr] = {
+        transferred: d.transferred,
+        'initial-bytes': d.config?.size ?? 0,
+        'prep-ms': typeof remote?.['prep-ms'] === 'number' ? round2(remote['prep-ms'] as number) : null,
+      };
+    }
+    return out;
   }
 }

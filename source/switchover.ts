@@ -4,6 +4,7 @@
  * bandwidth (+ the destination's reported load cost, which QEMU leaves out), and the switchover-ack
  * wait: from the first moment the threshold was met to the ACK.
  */
+import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { Parameters } from '../shared/options.js';
 import { round2 } from './report.js';
 
@@ -20,6 +21,7 @@ export class ConvergenceMeter {
   #ackAt: number | null = null;
   /** Destination's remaining load cost in ms (switchover-ack devices still preparing, final load). */
   #loadCostMs = 0;
+  #loadCostAt = 0;
   #loadCost: Record<string, unknown> = {};
 
   constructor(private readonly params: Parameters) {
@@ -33,7 +35,7 @@ export class ConvergenceMeter {
     const expectedBw = avail > 0 ? avail / 1000 : this.bandwidth;
     this.threshold = expectedBw * this.params['downtime-limit'];
     if (expectedBw > 0 && window.bytes > 10_000 && dirtyPagesRate !== 0) {
-      this.expectedDowntime = this.#dirtyBytesLastSync / expectedBw + this.#loadCostMs;
+      this.expectedDowntime = this.#dirtyBytesLastSync / expectedBw + this.#loadCostLeft(monotonicMs());
     }
     this.history.push({
       t: round2(window.ms + this.#sinceStart()),
@@ -59,10 +61,35 @@ export class ConvergenceMeter {
     this.#ackAt ??= now;
   }
 
-  noteLoadCost(body: Record<string, unknown>): void {
+  noteLoadCost(body: Record<string, unknown>, now: number): void {
     this.#loadCost = body;
     const ms = body['final-load-ms'];
-    if (typeof ms === 'number' && Number.isFinite(ms)) this.#loadCostMs = ms;
+    if (typeof ms === 'number' && Number.isFinite(ms)) {
+      this.#loadCostMs = ms;
+      this.#loadCostAt = now;
+    }
+    const bw =
+      this.params['avail-switchover-bandwidth'] > 0
+        ? this.params['avail-switchover-bandwidth'] / 1000
+        : this.bandwidth;
+    if (bw > 0) this.expectedDowntime = this.#dirtyBytesLastSync / bw + this.#loadCostLeft(now);
+  }
+
+  /** The destination's preparation still to run, counting down from when it was reported. */
+  #loadCostLeft(now: number): number {
+    return Math.max(0, this.#loadCostMs - (now - this.#loadCostAt));
+  }
+
+  /** Devices that needed the ACK and the one that approved last (held the switchover longest). */
+  #ackDevices(): { devices: string[]; heldBy: string | null } {
+    const approvals = (this.#loadCost['approvals'] ?? {}) as Record<string, number>;
+    const waiting = (this.#loadCost['waiting'] ?? []) as string[];
+    const devices = [...new Set([...Object.keys(approvals), ...waiting])];
+    let heldBy: string | null = waiting[0] ?? null;
+    if (!heldBy)
+      for (const [id, at] of Object.entries(approvals))
+        if (heldBy === null || at > approvals[heldBy]!) heldBy = id;
+    return { devices, heldBy };
   }
 
   /** ms the source waited for the ACK after the threshold was first met (0 if the ACK came first). */
@@ -78,7 +105,8 @@ export class ConvergenceMeter {
         enabled: ackEnabled,
         acked,
         'wait-ms': ackEnabled ? round2(this.ackWaitMs() ?? 0) : 0,
-        devices: this.#loadCost['waiting'] ?? [],
+        devices: this.#ackDevices().devices,
+        'held-by': this.#ackDevices().heldBy,
       },
       'expected-downtime-history': this.history.map((h) => h.expected),
     };

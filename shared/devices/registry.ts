@@ -6,19 +6,29 @@
 import { ErrorCode, ParameterError } from '../errors.js';
 import type { Guest } from '../guest/guest.js';
 import type { GuestMemory } from '../guest/memory.js';
-import type { LoadContext, LoadHandlers, SaveHandlers } from '../handlers.js';
+import type { LoadHandlers, SaveHandlers } from '../handlers.js';
 import type { Capabilities } from '../options.js';
+import { parseDuration, parseRate, parseSize } from '../units.js';
 import { CpuLoader, CpuSaver } from './cpu-device.js';
+import { type PrecopyConfig, PrecopyLoader, PrecopySaver } from './precopy-device.js';
 
 export interface DeviceSpec {
-  kind: string;
+  kind: 'precopy';
   id: string;
-  [param: string]: string | number;
+  size: number;
+  dirtyRate: number;
+  /** -1 = never (the device never approves the switchover). */
+  prepMs: number;
+  stopCopy: number;
 }
 
+const PRECOPY_KEYS = ['size', 'dirty-rate', 'prep', 'stop-copy', 'id'];
+
+/** `precopy:size=300M,dirty-rate=1M,prep=1480ms,stop-copy=4M` → DeviceSpec. */
 export function parseDeviceSpecs(specs: string[]): DeviceSpec[] {
   return specs.map((text, i) => {
-    const [kind, rest = ''] = text.split(':', 2) as [string, string?];
+    const colon = text.indexOf(':');
+    const kind = colon < 0 ? text : text.slice(0, colon);
     if (kind !== 'precopy') {
       throw new ParameterError(
         ErrorCode.USAGE,
@@ -26,31 +36,52 @@ export function parseDeviceSpecs(specs: string[]): DeviceSpec[] {
         { field: '--device' },
       );
     }
-    const spec: DeviceSpec = { kind, id: `${kind}${i}` };
-    for (const kv of rest.split(',').filter(Boolean)) {
-      const [k, v] = kv.split('=', 2);
-      if (!k || v === undefined)
-        throw new ParameterError(ErrorCode.USAGE, `--device: '${kv}' is not key=value in '${text}'`, {
-          field: '--device',
-        });
-      spec[k] = v;
+    const kv: Record<string, string> = {};
+    for (const part of (colon < 0 ? '' : text.slice(colon + 1)).split(',').filter(Boolean)) {
+      const [k, v] = part.split('=', 2);
+      if (!k || v === undefined || !PRECOPY_KEYS.includes(k)) {
+        throw new ParameterError(
+          ErrorCode.USAGE,
+          `--device: '${part}' is not one of ${PRECOPY_KEYS.join('=, ')}= in '${text}'`,
+          { field: '--device' },
+        );
+      }
+      kv[k] = v;
     }
-    return spec;
+    return {
+      kind: 'precopy',
+      id: kv.id ?? `precopy${i}`,
+      size: parseSize(kv.size ?? '64M', '--device size'),
+      dirtyRate: parseRate(kv['dirty-rate'] ?? '0', '--device dirty-rate'),
+      prepMs: kv.prep === 'never' ? -1 : parseDuration(kv.prep ?? '0', '--device prep'),
+      stopCopy: parseSize(kv['stop-copy'] ?? '1M', '--device stop-copy'),
+    };
   });
 }
 
-export function sourceDevices(specs: DeviceSpec[], _caps: Capabilities, guest: Guest): SaveHandlers[] {
-  const devices: SaveHandlers[] = [];
-  void specs;
-  devices.push(new CpuSaver(guest.memory));
-  return devices;
+function configOf(spec: DeviceSpec): PrecopyConfig {
+  return {
+    id: spec.id,
+    size: spec.size,
+    dirtyRate: spec.dirtyRate,
+    prepMs: spec.prepMs < 0 ? Number.POSITIVE_INFINITY : spec.prepMs,
+    stopCopy: spec.stopCopy,
+  };
+}
+
+export function sourceDevices(specs: DeviceSpec[], caps: Capabilities, guest: Guest): SaveHandlers[] {
+  const precopy = specs.map(
+    (s) => new PrecopySaver(configOf(s), caps['switchover-ack'], () => guest.running),
+  );
+  return [...precopy, new CpuSaver(guest.memory)];
 }
 
 export function destinationDevices(
   specs: DeviceSpec[],
   memory: GuestMemory,
-  _ctx?: LoadContext,
+  caps: Capabilities,
+  onPrepStart?: (id: string, ms: number) => void,
 ): LoadHandlers[] {
-  void specs;
-  return [new CpuLoader(memory)];
+  const precopy = specs.map((s) => new PrecopyLoader(configOf(s), caps['switchover-ack'], onPrepStart));
+  return [...precopy, new CpuLoader(memory)];
 }

@@ -110,5 +110,5 @@ export const PageFlag = {
 /** Page batch header and descriptor sizes (see shared/protocol/ram-records.ts). */
 export const PAGE_BATCH_HEADER = 16;
 export const PAGE_DESCRIPTOR = 16;
-/** Most pages one batch may carry (256 × 4 KiB = 1 MiB of data, the size measured best here). */
+/** Most pages one batch may carry (a hostile-length cap; the RAM saver sends 256-page, 1 MiB batches). */
 export const MAX_BATCH_PAGES = 4096;
