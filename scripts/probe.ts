@@ -1,0 +1,280 @@
+/**
+ * `npm run probe -- --target HOST:PORT [--target HOST:PORT ...] [options]` — an outside observer of
+ * the guest service (shared/guest/service.ts), in the spirit of mig_mon's `client` mode. It knows
+ * nothing of migration: every interval it sends one datagram (u64 BE sequence number) to every target
+ * and records when replies arrive. The longest silence between two consecutive replies from ANY
+ * target is the service downtime (DESIGN §9). Give both the source's and the destination's service
+ * as targets: the gap then runs from the source's last reply to the destination's first.
+ *
+ * Options:
+ *   --target HOST:PORT   guest service to probe (repeatable, at least one)
+ *   --interval MS        send period, default 1 (fractions allowed; the achieved mean is reported)
+ *   --duration MS        stop after MS (default: run until a signal or --until-file)
+ *   --json FILE          also write the full result as JSON
+ *   --until-file PATH    stop as soon as PATH exists (checked every 10 ms)
+ *   --help               this text
+ *
+ * Stops on --duration, SIGINT/SIGTERM or --until-file; then prints ONE JSON line on stdout:
+ *   {"service-downtime": ms, "interval": ms, "replies": n, "sent": n, "gap-start": t, "gap-end": t, ...}
+ * `gap-start`/`gap-end` (and `start`/`end`) are monotonic ms (process.hrtime), the clock the engine's
+ * trace records use, so they line up with migration checkpoints on the same host. Silence before the
+ * first reply or after the last one is not a gap; it is reported as `leading-silence` /
+ * `trailing-silence`. Exit 0 with at least one reply, 1 with none (service-downtime null), 2 bad usage.
+ *
+ * Timing: Node timers have ~1 ms granularity, so the loop schedules against absolute deadlines
+ * (start + k·interval) and sends every probe that is due when it wakes (a few at most); after a long
+ * event-loop stall it resynchronises instead of bursting. The downtime resolution is ~the interval.
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import { lookup } from 'node:dns/promises';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { parseArgs } from 'node:util';
+import { parseHostPort, runCli } from '../shared/cli.js';
+import { ErrorCode, ParameterError, SocketError } from '../shared/errors.js';
+import { longestGap, meanInterval } from './lib/gaps.js';
+
+const USAGE = `usage: npm run probe -- --target HOST:PORT [--target HOST:PORT ...] [--interval MS] [--duration MS] [--json FILE] [--until-file PATH]
+
+Sends a UDP probe (u64 BE sequence number) to every target each interval and reports the longest
+gap between replies from any target as one JSON line on stdout.
+
+  --target HOST:PORT   guest service to probe (repeatable, at least one)
+  --interval MS        send period in ms (default 1)
+  --duration MS        stop after MS (default: until SIGINT/SIGTERM or --until-file)
+  --json FILE          also write the result as JSON to FILE
+  --until-file PATH    stop when PATH exists
+  --help               this text`;
+
+/** Most probes sent in one wake-up when behind; beyond that the schedule resynchronises. */
+const MAX_CATCH_UP = 4;
+/** After stopping, replies already in flight are still counted for this long. */
+const DRAIN_MS = 20;
+/** Send times are kept for this many recent sequence numbers (for round-trip times). */
+const RING = 1 << 16;
+
+interface ProbeOptions {
+  targets: { host: string; port: number; text: string }[];
+  interval: number;
+  duration?: number;
+  json?: string;
+  untilFile?: string;
+}
+
+function positive(text: string, what: string, max: number): number {
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max) {
+    throw new ParameterError(ErrorCode.USAGE, `${what}: '${text}' is not a number in (0, ${max}]`, {
+      field: what,
+    });
+  }
+  return n;
+}
+
+function parse(argv: string[]): ProbeOptions | 'help' {
+  let values: Record<string, unknown>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        target: { type: 'string', multiple: true },
+        interval: { type: 'string' },
+        duration: { type: 'string' },
+        json: { type: 'string' },
+        'until-file': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new ParameterError(ErrorCode.USAGE, (err as Error).message.split('\n')[0]!, {}, { cause: err });
+  }
+  const v = values as {
+    target?: string[];
+    interval?: string;
+    duration?: string;
+    json?: string;
+    'until-file'?: string;
+    help?: boolean;
+  };
+  if (v.help) return 'help';
+  if (!v.target?.length) {
+    throw new ParameterError(ErrorCode.USAGE, '--target HOST:PORT is required', { field: '--target' });
+  }
+  const targets = v.target.map((text) => {
+    const hp = parseHostPort(text, '--target');
+    if (hp.port === 0)
+      throw new ParameterError(ErrorCode.USAGE, `--target: port 0 in '${text}'`, { field: '--target' });
+    return { ...hp, text };
+  });
+  return {
+    targets,
+    interval: v.interval === undefined ? 1 : positive(v.interval, '--interval', 60_000),
+    duration: v.duration === undefined ? undefined : positive(v.duration, '--duration', 2 ** 31 - 1),
+    json: v.json,
+    untilFile: v['until-file'],
+  };
+}
+
+const now = (): number => Number(process.hrtime.bigint()) / 1e6;
+const r3 = (x: number | null): number | null => (x === null ? null : Math.round(x * 1000) / 1000);
+
+interface Target {
+  text: string;
+  address: string;
+  port: number;
+  socket: Socket;
+  sent: number;
+  replies: number;
+}
+
+async function open(t: ProbeOptions['targets'][number]): Promise<Omit<Target, 'sent' | 'replies'>> {
+  let address = t.host;
+  if (!isIP(address)) {
+    try {
+      address = (await lookup(t.host)).address;
+    } catch (err) {
+      throw new SocketError(ErrorCode.CONNECT, `cannot resolve '${t.host}' (${t.text})`, {}, { cause: err });
+    }
+  }
+  const socket = createSocket({ type: isIP(address) === 6 ? 'udp6' : 'udp4' });
+  // The target may be down (ICMP unreachable); that is what we measure, not an error.
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => socket.bind(0, resolve));
+  return { text: t.text, address, port: t.port, socket };
+}
+
+async function probe(opts: ProbeOptions): Promise<number> {
+  const targets: Target[] = [];
+  for (const t of opts.targets) targets.push({ ...(await open(t)), sent: 0, replies: 0 });
+
+  const sendTimes = new Float64Array(RING);
+  const replyTimes: number[] = [];
+  const replyTarget: number[] = [];
+  const replyTick: number[] = [];
+  const rtts: number[] = [];
+  const roundTimes: number[] = [];
+  let seq = 0n;
+
+  targets.forEach((tg, i) => {
+    tg.socket.on('message', (msg, rinfo) => {
+      const at = now();
+      if (msg.length < 16 || rinfo.port !== tg.port) return;
+      const s = msg.readBigUInt64BE(0);
+      if (s >= seq) return; // never sent: not ours
+      tg.replies++;
+      replyTimes.push(at);
+      replyTarget.push(i);
+      replyTick.push(msg.readDoubleBE(8));
+      if (seq - s < BigInt(RING)) rtts.push(at - sendTimes[Number(s % BigInt(RING))]!);
+    });
+  });
+
+  const buf = Buffer.alloc(8);
+  const sendRound = (at: number): void => {
+    buf.writeBigUInt64BE(seq, 0);
+    sendTimes[Number(seq % BigInt(RING))] = at;
+    roundTimes.push(at);
+    seq++;
+    for (const tg of targets) {
+      tg.sent++;
+      tg.socket.send(buf, tg.port, tg.address, () => {});
+    }
+  };
+
+  const start = now();
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let untilTimer: NodeJS.Timeout | undefined;
+  let durationTimer: NodeJS.Timeout | undefined;
+  let stopReason = 'duration';
+  let resolveStop!: () => void;
+  const stoppedP = new Promise<void>((r) => {
+    resolveStop = r;
+  });
+  const stop = (reason: string): void => {
+    if (stopped) return;
+    stopped = true;
+    stopReason = reason;
+    clearTimeout(timer);
+    clearInterval(untilTimer);
+    clearTimeout(durationTimer);
+    resolveStop();
+  };
+
+  let next = start;
+  const loop = (): void => {
+    if (stopped) return;
+    const n = now();
+    let k = 0;
+    while (n >= next && k < MAX_CATCH_UP) {
+      sendRound(n);
+      next += opts.interval;
+      k++;
+    }
+    if (n - next >= opts.interval) next = n + opts.interval; // stalled: resync, don't burst
+    timer = setTimeout(loop, Math.max(0, next - now()));
+  };
+
+  const onSignal = (sig: NodeJS.Signals) => stop(sig);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  if (opts.untilFile) {
+    const path = opts.untilFile;
+    if (existsSync(path)) stop('until-file');
+    else untilTimer = setInterval(() => existsSync(path) && stop('until-file'), 10);
+  }
+  if (opts.duration !== undefined) durationTimer = setTimeout(() => stop('duration'), opts.duration);
+  if (!stopped) loop();
+
+  await stoppedP;
+  const end = now();
+  await new Promise((r) => setTimeout(r, DRAIN_MS));
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  await Promise.all(targets.map((tg) => new Promise<void>((r) => tg.socket.close(() => r()))));
+
+  const g = longestGap(replyTimes);
+  const gi = g.gap > 0 ? replyTimes.indexOf(g.end!) : -1;
+  const sortedRtt = [...rtts].sort((a, b) => a - b);
+  const replies = replyTimes.length;
+  const sent = targets.reduce((a, tg) => a + tg.sent, 0);
+  const result = {
+    'service-downtime': replies ? r3(g.gap) : null,
+    interval: r3(meanInterval(roundTimes) ?? opts.interval),
+    replies,
+    sent,
+    'gap-start': r3(g.start),
+    'gap-end': r3(g.end),
+    'gap-start-target': gi > 0 ? targets[replyTarget[gi - 1]!]!.text : null,
+    'gap-end-target': gi > 0 ? targets[replyTarget[gi]!]!.text : null,
+    'tick-before-gap': gi > 0 ? replyTick[gi - 1]! : null,
+    'tick-after-gap': gi > 0 ? replyTick[gi]! : null,
+    'requested-interval': opts.interval,
+    start: r3(start),
+    end: r3(end),
+    duration: r3(end - start),
+    'leading-silence': replies ? r3(replyTimes[0]! - start) : null,
+    'trailing-silence': replies ? r3(Math.max(0, end - replyTimes[replies - 1]!)) : null,
+    'rtt-p50': sortedRtt.length ? r3(sortedRtt[Math.floor(sortedRtt.length / 2)]!) : null,
+    'rtt-max': sortedRtt.length ? r3(sortedRtt[sortedRtt.length - 1]!) : null,
+    'stop-reason': stopReason,
+    targets: targets.map((tg) => ({ target: tg.text, sent: tg.sent, replies: tg.replies })),
+  };
+  const line = JSON.stringify(result);
+  process.stdout.write(`${line}\n`);
+  if (opts.json) await writeFile(opts.json, `${JSON.stringify(result, null, 2)}\n`);
+  if (!replies) process.stderr.write(`probe: no replies from ${targets.map((t) => t.text).join(', ')}\n`);
+  return replies ? 0 : 1;
+}
+
+runCli('probe', USAGE, async () => {
+  const opts = parse(process.argv.slice(2));
+  if (opts === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  return probe(opts);
+});

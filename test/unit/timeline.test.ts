@@ -1,0 +1,83 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { renderTimeline, type TimelineData, timelineSpec } from '../../scripts/lib/timeline.js';
+
+const MiB = 2 ** 20;
+const data: TimelineData = {
+  title: 'test timeline',
+  samples: [0, 100, 200, 300, 400, 500, 600, 700].map((t, i) => ({
+    t,
+    remaining: [64, 48, 32, 16, 20, 10, 4, 0][i]! * MiB,
+    transferredRate: 100e6 + i * 1e6,
+    dirtyRate: 20e6,
+  })),
+  iterations: [0, 400, 550],
+  ackAt: 610,
+  downtime: { start: 640, end: 700 },
+};
+
+function hasRsvg(): boolean {
+  try {
+    execFileSync('rsvg-convert', ['--version'], { stdio: 'ignore', timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+t.test('renders SVG (and PNG when rsvg-convert exists) with the downtime and ACK labels', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'timeline-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+
+  const svgOnly = await renderTimeline(data, join(dir, 'only.svg'));
+  t.equal(svgOnly.svg, join(dir, 'only.svg'));
+  t.equal(svgOnly.png, undefined);
+  const svg = await readFile(svgOnly.svg, 'utf8');
+  t.ok(svg.length > 1000, 'non-empty');
+  t.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  t.match(svg, />downtime 60 ms</, 'downtime window labelled');
+  t.match(svg, />ACK</, 'ACK labelled');
+  t.match(svg, /remaining \(MiB\)/);
+  t.match(svg, /bandwidth \(MB\/s\)/);
+  t.match(svg, /dirty rate \(MB\/s\)/);
+  t.match(svg, />test timeline</);
+
+  const res = await renderTimeline(data, join(dir, 'sub', 'chart.png'));
+  t.equal(res.svg, join(dir, 'sub', 'chart.svg'), 'SVG written next to the PNG');
+  t.ok((await stat(res.svg)).size > 1000);
+  if (hasRsvg()) {
+    t.equal(res.png, join(dir, 'sub', 'chart.png'));
+    const png = await readFile(res.png!);
+    t.same([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'PNG signature');
+  } else {
+    t.equal(res.png, undefined);
+    t.match(res.note, /rsvg-convert/);
+  }
+});
+
+t.test('minimal data renders; no downtime means no downtime label', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'timeline-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const res = await renderTimeline({ samples: [], iterations: [] }, join(dir, 'empty.svg'));
+  const svg = await readFile(res.svg, 'utf8');
+  t.match(svg, /<svg/);
+  t.notMatch(svg, />downtime/);
+  t.notMatch(svg, />ACK</);
+});
+
+t.test('bad input is a PARAMETER error', async (t) => {
+  t.throws(() => timelineSpec({ samples: [], iterations: [], downtime: { start: 5, end: 1 } }), {
+    code: 'MIG_ERR_PARAMETER',
+  });
+  t.throws(
+    () =>
+      timelineSpec({
+        samples: [{ t: 0, remaining: Number.NaN, transferredRate: 0, dirtyRate: 0 }],
+        iterations: [],
+      }),
+    { code: 'MIG_ERR_PARAMETER' },
+  );
+});
