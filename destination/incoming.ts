@@ -16,6 +16,7 @@ import {
   ErrorCode,
   type MigrationError,
   ProtocolError,
+  SocketError,
 } from '../shared/errors.js';
 import { Guest, type WorkloadOptions } from '../shared/guest/guest.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
@@ -50,6 +51,8 @@ export interface IncomingOptions {
   guest: Guest | null;
   preallocMs: number;
   dumpRam?: string;
+  /** No bytes from the source for this long fails the migration (the source pings every second). */
+  stallTimeoutMs?: number;
   /** Device load handlers for the source's configuration (devices are configured alike on both sides). */
   devicesFor?: (
     config: ConfigurationBody,
@@ -93,6 +96,19 @@ export class IncomingMigration {
   async runMain(socket: net.Socket): Promise<void> {
     this.#main = socket;
     this.state = 'header';
+    const stall = this.opts.stallTimeoutMs ?? 10_000;
+    if (stall > 0) {
+      socket.setTimeout(stall, () => {
+        if (this.state === 'running' || this.state === 'failed') return;
+        void this.fail(
+          new SocketError(
+            ErrorCode.TIMEOUT,
+            `no data from the source for ${stall} ms (stall-timeout) in state '${this.state}'`,
+          ),
+        );
+        socket.destroy();
+      });
+    }
     const framer = new StreamFramer();
     try {
       for await (const chunk of socket) {
@@ -295,6 +311,8 @@ export class IncomingMigration {
     if (this.state === 'failed' || this.state === 'running') return;
     this.state = 'failed';
     this.tracer.emit(TraceEvent.ERROR, { code: err.code, message: err.message });
+    if (process.env.SWITCHOVER_DEBUG === '1')
+      process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);
     await this.rp.send({ type: 'error', code: err.code, message: err.message }).catch(() => {});
     await this.rp.send({ type: 'shut', status: 1 }).catch(() => {});
     this.rp.close();

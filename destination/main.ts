@@ -36,6 +36,7 @@ async function main(): Promise<number> {
     guest,
     preallocMs,
     dumpRam: o.dumpRam,
+    stallTimeoutMs: o.stallTimeoutMs,
     devicesFor: (config, memory, onPrepStart) =>
       destinationDevices(
         (config.guest as { devices?: DeviceSpec[] })?.devices ?? [],

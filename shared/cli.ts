@@ -32,6 +32,8 @@ export const OPTION_SPEC = {
   'switchover-policy': { type: 'string', default: 'qemu' },
   device: { type: 'string', multiple: true },
   timeout: { type: 'string' },
+  'stall-timeout': { type: 'string' },
+  'retry-connect': { type: 'string' },
   json: { type: 'string' },
   'dump-ram': { type: 'string' },
   timeline: { type: 'string' },
@@ -54,6 +56,10 @@ export interface CommonOptions {
   parameters: Parameters;
   devices: string[];
   timeoutMs: number;
+  /** A channel with no progress (or no PONG) for this long fails the migration; 0 = never. */
+  stallTimeoutMs: number;
+  /** Source: after a failed migration, migrate the same running guest to this address. */
+  retryConnect?: { host: string; port: number };
   json?: string;
   dumpRam?: string;
   timeline?: string;
@@ -77,6 +83,8 @@ Migration (QEMU names):
   --avail-switchover-bandwidth RATE   bandwidth assumed at switchover, 0 = measure (default 0)
   --multifd-channels N       page channels with multifd (default 2)
   --timeout MS               fail if not completed after MS (default 0 = never)
+  --stall-timeout MS         fail when a channel makes no progress / no PONG for MS (default 10000; 0 = never)
+  --retry-connect HOST:PORT  source: after a failed migration, migrate the still-running guest there
 Output:
   --json FILE                write the report as JSON
   --dump-ram PATH            test oracle: write guest RAM (source: as stopped; destination: before resume)
@@ -150,6 +158,8 @@ export function parseCommon(argv: string[]): CommonOptions {
     parameters,
     devices: v.device ?? [],
     timeoutMs: v.timeout ? parseDuration(v.timeout, '--timeout') : 0,
+    stallTimeoutMs: v['stall-timeout'] ? parseDuration(v['stall-timeout'], '--stall-timeout') : 10_000,
+    retryConnect: v['retry-connect'] ? parseHostPort(v['retry-connect'], '--retry-connect') : undefined,
     json: v.json,
     dumpRam: v['dump-ram'],
     timeline: v.timeline,

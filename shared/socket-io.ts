@@ -8,6 +8,8 @@ import { asMigrationError, ErrorCode, type MigrationError, SocketError } from '.
 export class ChannelWriter {
   #error: MigrationError | null = null;
   #bytes = 0;
+  /** A write that cannot drain for this long fails the channel (0 = wait forever). */
+  stallTimeoutMs = 0;
 
   constructor(
     readonly socket: Socket,
@@ -76,7 +78,20 @@ export class ChannelWriter {
   #drain(): Promise<void> {
     const socket = this.socket;
     return new Promise((resolve, reject) => {
+      const timer =
+        this.stallTimeoutMs > 0
+          ? setTimeout(() => {
+              const err = new SocketError(
+                ErrorCode.TIMEOUT,
+                `${this.name} channel made no progress for ${this.stallTimeoutMs} ms (stall-timeout)`,
+              );
+              this.fail(err);
+              done(err);
+              socket.destroy();
+            }, this.stallTimeoutMs)
+          : null;
       const done = (err?: MigrationError) => {
+        if (timer) clearTimeout(timer);
         socket.off('drain', onDrain);
         socket.off('close', onClose);
         socket.off('error', onClose);

@@ -28,25 +28,41 @@ async function main(): Promise<number> {
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());
   process.once('SIGTERM', () => abort.abort());
-  const migration = new SourceMigration({
-    host: o.connect.host,
-    port: o.connect.port,
-    guest,
-    capabilities: o.capabilities,
-    parameters: o.parameters,
-    guestConfig: {
-      ...workload,
-      dirtyRate: Number.isFinite(o.dirtyRate) ? o.dirtyRate : 'max',
-      seed: o.seed,
-      fill: o.fill,
-      devices: deviceSpecs,
-    },
-    devices: sourceDevices(deviceSpecs, o.capabilities, guest),
-    signal: abort.signal,
-    timeoutMs: o.timeoutMs,
-    onProgress: o.quiet ? undefined : (p) => process.stderr.write(`${formatProgressLine(p)}\n`),
-  });
-  const report = await migration.run();
+  const migrateTo = (target: { host: string; port: number }) =>
+    new SourceMigration({
+      host: target.host,
+      port: target.port,
+      guest,
+      capabilities: o.capabilities,
+      parameters: o.parameters,
+      guestConfig: {
+        ...workload,
+        dirtyRate: Number.isFinite(o.dirtyRate) ? o.dirtyRate : 'max',
+        seed: o.seed,
+        fill: o.fill,
+        devices: deviceSpecs,
+      },
+      devices: sourceDevices(deviceSpecs, o.capabilities, guest),
+      signal: abort.signal,
+      timeoutMs: o.timeoutMs,
+      stallTimeoutMs: o.stallTimeoutMs,
+      onProgress: o.quiet ? undefined : (p) => process.stderr.write(`${formatProgressLine(p)}\n`),
+    }).run();
+  let report = await migrateTo(o.connect);
+  if (report.status === 'failed' && o.retryConnect) {
+    // the guest kept running on this side: try again, the same guest, to a fresh destination
+    const first = report;
+    process.stderr.write(
+      `switchover-source: first attempt failed (${first['error-code']}); retrying to ${o.retryConnect.host}:${o.retryConnect.port}\n`,
+    );
+    report = await migrateTo(o.retryConnect);
+    report['first-attempt'] = {
+      status: first.status,
+      'error-code': first['error-code'],
+      'error-desc': first['error-desc'],
+      'total-time': first['total-time'],
+    };
+  }
   if (report.status === 'completed' && o.dumpRam) await writeFile(o.dumpRam, guest.memory.bytes);
   if (report.status !== 'completed') {
     // the guest must still be running: prove it with two heartbeats 100 ms apart

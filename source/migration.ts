@@ -35,7 +35,13 @@ import { type MigrationReport, round2 } from './report.js';
 import { SaveVm } from './savevm.js';
 import { ConvergenceMeter } from './switchover.js';
 
+const PING_INTERVAL_MS = 1000;
+const IDLE_WAIT_MS = 20;
+export const DEFAULT_STALL_MS = 10_000;
+
 export interface MigrateOptions {
+  /** Fail when a channel makes no progress (no drain, no PONG) for this long; 0 = never. */
+  stallTimeoutMs?: number;
   host: string;
   port: number;
   guest: Guest;
@@ -135,6 +141,7 @@ export class SourceMigration {
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
     };
     this.#main = await connectChannel(conn, MAIN, 'main');
+    this.#main.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_MS;
     readReturnPath(
       this.#main,
       (m) => this.#onRp(m),
@@ -173,6 +180,31 @@ export class SourceMigration {
   }
 
   #saveVm: SaveVm | null = null;
+  #lastThresholdOk = false;
+  #pingSeq = 1;
+  #lastPingAt = 0;
+  #lastPongAt = 0;
+
+  /**
+   * Keepalive: a PING on the main channel every second. With a return path, a destination that stops
+   * answering (frozen, partitioned) is detected after stall-timeout without a PONG.
+   */
+  async #keepalive(): Promise<void> {
+    const now = monotonicMs();
+    if (this.#lastPongAt === 0) this.#lastPongAt = now;
+    if (now - this.#lastPingAt >= PING_INTERVAL_MS) {
+      this.#lastPingAt = now;
+      const { accepted } = this.#main!.writeTracked(encodePing(++this.#pingSeq));
+      accepted.catch(() => {});
+    }
+    const stall = this.opts.stallTimeoutMs ?? DEFAULT_STALL_MS;
+    if (this.#rp && stall > 0 && now - this.#lastPongAt > stall) {
+      throw new SocketError(
+        ErrorCode.TIMEOUT,
+        `destination did not answer PING for ${Math.round(now - this.#lastPongAt)} ms (stall-timeout ${stall} ms)`,
+      );
+    }
+  }
 
   async #iterate(): Promise<void> {
     const saveVm = this.#saveVm!;
@@ -180,10 +212,13 @@ export class SourceMigration {
     this.#limiter.restart(started);
     for (;;) {
       this.#check();
+      let idle = false;
       if (!this.#limiter.exhausted()) {
         if (this.#tryComplete()) return;
-        await saveVm.iterate();
+        // nothing to send and not allowed to switch over yet (waiting for the ACK): don't spin
+        idle = (await saveVm.iterate()) && this.#lastThresholdOk;
       }
+      await this.#keepalive();
       this.#updateCounters();
       const timeout = this.opts.timeoutMs ?? 0;
       if (timeout > 0 && monotonicMs() - started > timeout) {
@@ -192,7 +227,12 @@ export class SourceMigration {
           `not converging after ${timeout} ms: ${this.ram.tracker.pending * this.opts.guest.memory.pageSize} bytes pending, threshold ${Math.round(this.#meter.threshold)} bytes (bandwidth ${round2((this.#meter.bandwidth * 1000) / 1048576)} MiB/s, dirty ${this.ram.tracker.dirtyPagesRate} pages/s)`,
         );
       }
-      await this.#sleep(this.#limiter.exhausted() ? this.#limiter.remainingMs(monotonicMs()) : 0);
+      const wait = this.#limiter.exhausted()
+        ? this.#limiter.remainingMs(monotonicMs())
+        : idle
+          ? IDLE_WAIT_MS
+          : 0;
+      await this.#sleep(wait);
     }
   }
 
@@ -200,12 +240,14 @@ export class SourceMigration {
   #tryComplete(): boolean {
     const saveVm = this.#saveVm!;
     const threshold = this.#meter.threshold;
+    this.#lastThresholdOk = false;
     let pending = saveVm.pendingEstimate();
     if (pending > threshold) return false;
     pending = saveVm.pendingExact();
     this.#meter.noteSync(pending);
     this.tracer.emit(TraceEvent.DIRTY_SYNC, { pending, threshold, sync: this.ram.tracker.syncCount });
     if (pending > threshold) return false;
+    this.#lastThresholdOk = true;
     this.#meter.noteThresholdMet(monotonicMs());
     return this.#canSwitchover();
   }
@@ -275,6 +317,9 @@ export class SourceMigration {
         this.#acked = true;
         this.#meter.noteAck(monotonicMs());
         this.tracer.emit(TraceEvent.SWITCHOVER_ACK, {});
+        break;
+      case 'pong':
+        this.#lastPongAt = monotonicMs();
         break;
       case 'shut':
         this.#shut = { status: m.status };
@@ -428,6 +473,7 @@ export class SourceMigration {
       report['error-code'] = this.#error.code;
     }
     Object.assign(report, this.#meter.reportFields(this.opts.capabilities['switchover-ack'], this.#acked));
+    report['downtime-breakdown'] = this.#breakdown(dst.checkpoints as Record<string, number> | undefined);
     report.devices = this.#deviceReport(dst.devices as Record<string, Record<string, unknown>> | undefined);
     report['downtime-expected-vs-actual'] = ok
       ? {
@@ -437,6 +483,21 @@ export class SourceMigration {
         }
       : undefined;
     return report;
+  }
+
+  /**
+   * Checkpoints named as QEMU's vmstate_downtime_checkpoint trace points, in ms from
+   * src-downtime-start. Destination times are on the same monotonic clock when both run on one host.
+   */
+  #breakdown(dst: Record<string, number> | undefined): Record<string, number> | undefined {
+    const src = Object.fromEntries(
+      this.tracer.records.filter((r) => r.event === TraceEvent.CHECKPOINT).map((r) => [String(r.name), r.t]),
+    );
+    const start = src['src-downtime-start'];
+    if (start === undefined) return undefined;
+    const all: [string, number][] = [...Object.entries(src), ...Object.entries(dst ?? {})];
+    all.sort((a, b) => a[1] - b[1]);
+    return Object.fromEntries(all.map(([k, t]) => [k, round2(t - start)]));
   }
 
   /** devices.<id>.{transferred, initial-bytes, prep-ms}: source counters plus the destination's measurements. */
