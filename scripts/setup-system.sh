@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the chaos tests need (iproute2, nftables, iptables, librsvg2-bin),
+# Installs the Debian packages the chaos tests need (iproute2, nftables, iptables, librsvg2-bin, and
+# gcc + libnetfilter-queue-dev for the chaos suite's NFQUEUE delay helper),
 # only when missing, and only when we are root. Safe to run repeatedly; fast when all are present.
 set -u
 need=()
@@ -7,6 +8,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need+=(libnetfilter-queue-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-system: not root; cannot install ${need[*]}" >&2

@@ -40,6 +40,8 @@ const IDLE_WAIT_MS = 20;
 export const DEFAULT_STALL_MS = 10_000;
 
 export interface MigrateOptions {
+  /** Extra connection options handed to connectChannel as they are (TLS credentials, auth). */
+  channelOptions?: Record<string, unknown>;
   /** Fail when a channel makes no progress (no drain, no PONG) for this long; 0 = never. */
   stallTimeoutMs?: number;
   host: string;
