@@ -137,6 +137,7 @@ export class SourceMigration {
   async #setup(): Promise<void> {
     const { opts } = this;
     const conn = {
+      ...opts.channelOptions,
       host: opts.host,
       port: opts.port,
       migrationId: randomBytes(16),
