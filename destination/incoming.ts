@@ -25,6 +25,7 @@ import type { LoadHandlers } from '../shared/handlers.js';
 import { type Capabilities, compareCapabilities } from '../shared/options.js';
 import {
   type ConfigurationBody,
+  readPageChannels,
   readPing,
   StreamFramer,
   type StreamRecord,
@@ -33,6 +34,7 @@ import { TraceEvent, Tracer } from '../shared/trace.js';
 import { ImageDigestLoader } from './image-digest.js';
 import { refuse } from './listener.js';
 import { LoadVm } from './loadvm.js';
+import { DestinationPageChannels } from './page-channels.js';
 import { RamLoader } from './ram-load.js';
 import { ReturnPath } from './return-path.js';
 
@@ -80,6 +82,8 @@ export class IncomingMigration {
   #preallocMs: number;
   #checkpoints: Record<string, number> = {};
   #vcpuReady: Promise<void> = Promise.resolve();
+  #migrationId: Buffer = Buffer.alloc(16);
+  #pages: DestinationPageChannels | null = null;
   #approvals: Record<string, number> = {};
   #prepStarted: Record<string, { at: number; ms: number }> = {};
   #done!: (r: IncomingResult) => void;
@@ -93,8 +97,9 @@ export class IncomingMigration {
   }
 
   /** The main channel: read, frame, step each record in order. */
-  async runMain(socket: net.Socket): Promise<void> {
+  async runMain(socket: net.Socket, migrationId: Buffer): Promise<void> {
     this.#main = socket;
+    this.#migrationId = migrationId;
     this.state = 'header';
     const stall = this.opts.stallTimeoutMs ?? 10_000;
     if (stall > 0) {
@@ -110,9 +115,12 @@ export class IncomingMigration {
       });
     }
     const framer = new StreamFramer();
+    const reader = new ChunkReader(socket);
     try {
-      for await (const chunk of socket) {
-        for (const rec of framer.feed(chunk as Buffer)) {
+      // not `for await`: leaving that loop on an error destroys the socket, and the ERROR frame
+      // that tells the source why must still go out on it (see fail())
+      for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
+        for (const rec of framer.feed(chunk)) {
           await this.#step(rec);
           if ((this.state as IncomingState) === 'running') return;
         }
@@ -194,7 +202,23 @@ export class IncomingMigration {
     const pattern = (['uniform', 'hot', 'sequential'] as const).find((p) => p === g.pattern) ?? 'uniform';
     this.#vcpuReady = this.#guest.prepare({ dirtyRate, pattern, dirtyRange: Number(g.dirtyRange ?? 0) });
     this.#vcpuReady.catch(() => {});
-    this.#ram = new RamLoader(this.#guest.memory);
+    if (this.opts.capabilities.multifd) {
+      const channels = Number(config.multifdChannels);
+      if (!Number.isInteger(channels) || channels < 1 || channels > 255) {
+        throw new ProtocolError(
+          ErrorCode.MALFORMED,
+          `configuration: multifdChannels ${String(config.multifdChannels)} is not 1..255`,
+        );
+      }
+      this.#pages = new DestinationPageChannels(
+        this.#guest.memory,
+        channels,
+        this.#migrationId,
+        (round) => void this.rp.send({ type: 'round-done', round }).catch(() => {}),
+        (e) => void this.fail(e),
+      );
+    }
+    this.#ram = new RamLoader(this.#guest.memory, this.#pages ?? undefined);
     const devices =
       this.opts.devicesFor?.(config, this.#guest.memory, (id, ms) => this.#onPrepStart(id, ms)) ?? [];
     this.#loadvm = new LoadVm([this.#ram, ...devices, this.#digest]);
@@ -236,6 +260,14 @@ export class IncomingMigration {
         return;
       case 2: // PING
         return this.rp.send({ type: 'pong', value: readPing(payload) });
+      case 32: {
+        // PAGE_CHANNELS
+        if (!this.#pages)
+          throw new ProtocolError(ErrorCode.STATE, 'PAGE_CHANNELS without the multifd capability');
+        const { host, ports } = readPageChannels(payload);
+        this.#pages.connect(host, ports);
+        return;
+      }
       case 11: // SWITCHOVER_START
         this.#checkpoint('dst-switchover-start');
         return;
@@ -282,6 +314,7 @@ export class IncomingMigration {
     await this.rp.send({ type: 'resumed', body: { guest: { 'self-check': selfCheck } } }).catch(() => {});
     this.rp.close();
     this.#main?.destroy();
+    this.#pages?.close();
     this.#done({
       status: 'completed',
       report: {
@@ -313,10 +346,12 @@ export class IncomingMigration {
     this.tracer.emit(TraceEvent.ERROR, { code: err.code, message: err.message });
     if (process.env.SWITCHOVER_DEBUG === '1')
       process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);
+    // the configuration can be refused before the source's return path is accepted: give it a moment
+    if (this.opts.capabilities['return-path']) await this.rp.waitOpen(1000).catch(() => {});
     await this.rp.send({ type: 'error', code: err.code, message: err.message }).catch(() => {});
     await this.rp.send({ type: 'shut', status: 1 }).catch(() => {});
     this.rp.close();
-    if (this.#main) refuse(this.#main, err);
+    if (this.#main) await refuse(this.#main, err);
     this.#loadvm?.cleanup();
     this.#done({
       status: 'failed',
@@ -327,5 +362,42 @@ export class IncomingMigration {
 
   get guest(): Guest | null {
     return this.#guest;
+  }
+}
+
+/** Pulls chunks from a socket one at a time (paused while the consumer is busy), without owning its lifetime. */
+class ChunkReader {
+  readonly #chunks: Buffer[] = [];
+  #ended = false;
+  #wake: (() => void) | null = null;
+
+  constructor(private readonly socket: net.Socket) {
+    socket.on('data', (c: Buffer) => {
+      this.#chunks.push(c);
+      if (this.#chunks.length >= 8) socket.pause();
+      this.#wake?.();
+    });
+    const end = () => {
+      this.#ended = true;
+      this.#wake?.();
+    };
+    socket.on('end', end);
+    socket.on('close', end);
+    socket.on('error', end);
+    socket.resume();
+  }
+
+  /** The next chunk, or null once the source closed the channel. */
+  async next(): Promise<Buffer | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+      this.#wake = null;
+    }
+    const c = this.#chunks.shift()!;
+    if (this.#chunks.length < 4) this.socket.resume();
+    return c;
   }
 }

@@ -54,7 +54,7 @@ export class Listener {
     } catch (err) {
       const e = asMigrationError(err, ErrorCode.BAD_HELLO);
       this.events.onRefused(e, remote);
-      refuse(socket, e);
+      void refuse(socket, e);
     }
   }
 
@@ -83,9 +83,23 @@ function refusal(message: string): MigrationError {
   return asMigrationError(Object.assign(new Error(message), {}), ErrorCode.REFUSED);
 }
 
-/** Tells the peer why (one ERROR frame) and closes. */
-export function refuse(socket: net.Socket, err: MigrationError): void {
-  if (socket.destroyed) return;
-  socket.end(encodeRp({ type: 'error', code: err.code, message: err.message }));
-  setTimeout(() => socket.destroy(), 1000).unref();
+/**
+ * Tells the peer why (one ERROR frame) and closes. Keeps reading until the peer closes (or 1 s):
+ * closing with unread input would send a reset, and a reset can discard the frame at the peer.
+ */
+export function refuse(socket: net.Socket, err: MigrationError): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve();
+    }, 1000);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.on('data', () => {});
+    socket.resume();
+    socket.end(encodeRp({ type: 'error', code: err.code, message: err.message }));
+  });
 }

@@ -46,7 +46,7 @@ async function main(): Promise<number> {
       ),
   });
   const listener = new Listener({
-    onMain: (socket) => void incoming.runMain(socket),
+    onMain: (socket, hello) => void incoming.runMain(socket, hello.migrationId),
     onReturnPath: (socket) => incoming.attachReturnPath(socket),
     onRefused: (err, remote) =>
       process.stderr.write(`switchover-destination: refused ${remote}: ${err.code}: ${err.message}\n`),

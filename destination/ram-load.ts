@@ -16,13 +16,27 @@ export class RamLoader implements LoadHandlers {
   readonly minVersion = 1;
   readonly checksums: BigUint64Array;
   readonly #received: Uint8Array;
-  pagesVerified = 0;
+  #pagesVerified = 0;
+  /** Page copies verified by page workers (multifd), one counter per worker. */
+  readonly #workerVerified: Int32Array | null;
   #geometrySeen = false;
   #eos = false;
 
-  constructor(private readonly memory: GuestMemory) {
-    this.checksums = new BigUint64Array(memory.pageCount);
-    this.#received = new Uint8Array(memory.pageCount);
+  /** With page channels, the tables live in shared memory so the page workers fill them. */
+  constructor(
+    private readonly memory: GuestMemory,
+    shared?: { checksums: BigUint64Array; received: Uint8Array; verified: Int32Array },
+  ) {
+    this.checksums = shared?.checksums ?? new BigUint64Array(memory.pageCount);
+    this.#received = shared?.received ?? new Uint8Array(memory.pageCount);
+    this.#workerVerified = shared?.verified ?? null;
+  }
+
+  get pagesVerified(): number {
+    let n = this.#pagesVerified;
+    if (this.#workerVerified)
+      for (let i = 0; i < this.#workerVerified.length; i++) n += Atomics.load(this.#workerVerified, i);
+    return n;
   }
 
   loadState(kind: 'start' | 'part' | 'end' | 'full', payload: Buffer): void {
@@ -84,7 +98,7 @@ export class RamLoader implements LoadHandlers {
         this.checksums[index] = sum;
       }
       if (this.#received[index] === 0) this.#received[index] = 1;
-      this.pagesVerified++;
+      this.#pagesVerified++;
     }
   }
 

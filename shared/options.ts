@@ -62,6 +62,16 @@ export function checkCapabilities(caps: Capabilities): Capabilities {
       },
     );
   }
+  if (caps.multifd && !caps['return-path']) {
+    // ours, not QEMU's: page-channel rounds are confirmed on the return path (ROUND_DONE)
+    throw new CapabilityError(
+      ErrorCode.CAPABILITY,
+      "Capability 'multifd' requires capability 'return-path'",
+      {
+        field: 'multifd',
+      },
+    );
+  }
   return caps;
 }
 

@@ -126,8 +126,9 @@ export function readExact(socket: Socket, n: number, timeoutMs: number, what: st
       if (have < n) return;
       const all = Buffer.concat(parts);
       const rest = all.subarray(n);
-      if (rest.length > 0) socket.unshift(rest);
+      // detach first: unshift() re-emits 'data' at once, which would re-enter this handler
       finish(null, all.subarray(0, n));
+      if (rest.length > 0) socket.unshift(rest);
     };
     const onClose = () =>
       finish(new SocketError(ErrorCode.PEER_CLOSED, `${what}: connection closed after ${have} bytes`));

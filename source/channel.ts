@@ -1,7 +1,9 @@
 /**
- * Source-side connections: TCP connect with a deadline, keepalive, the channel hello, and the
- * return-path reader (RP framing, dispatched to a callback). The main socket's reverse direction may
- * carry one ERROR frame from the destination (its reason for refusing), read with the same framer.
+ * Source-side connections: TCP connect with a deadline, keepalive, TLS when configured (the source is
+ * the TLS client: it verifies the destination), the channel hello with its auth tag (channel binding,
+ * shared/tls/binding.ts), and the return-path reader (RP framing, dispatched to a callback). The main
+ * socket's reverse direction may carry one ERROR frame from the destination (its reason for refusing),
+ * read with the same framer. connectTimeoutMs bounds TCP connect and TLS handshake together.
  */
 import net from 'node:net';
 import { asMigrationError, ErrorCode, type MigrationError, SocketError } from '../shared/errors.js';
@@ -9,12 +11,32 @@ import { type ChannelKind, ChannelKind as Kind } from '../shared/protocol/consta
 import { encodeHello } from '../shared/protocol/hello.js';
 import { RpFramer, type RpMessage } from '../shared/protocol/return-path-codec.js';
 import { ChannelWriter } from '../shared/socket-io.js';
+import { ChannelBinding } from '../shared/tls/binding.js';
+import type { TlsConfig } from '../shared/tls/config.js';
+import { secureClient } from '../shared/tls/secure.js';
 
 export interface ConnectOptions {
   host: string;
   port: number;
   migrationId: Buffer;
   connectTimeoutMs: number;
+  /** TLS credentials (shared/tls/config.ts); plaintext when absent. */
+  tls?: TlsConfig | null;
+  /** Binding state of this migration's channels; default: one per options object (MAIN sets it). */
+  binding?: ChannelBinding;
+}
+
+const bindings = new WeakMap<ConnectOptions, ChannelBinding>();
+
+/** The binding (migration key K once MAIN is connected) shared by channels opened with `opts`. */
+export function bindingFor(opts: ConnectOptions): ChannelBinding {
+  if (opts.binding) return opts.binding;
+  let b = bindings.get(opts);
+  if (!b) {
+    b = new ChannelBinding();
+    bindings.set(opts, b);
+  }
+  return b;
 }
 
 export async function connectChannel(
@@ -22,7 +44,8 @@ export async function connectChannel(
   kind: ChannelKind,
   name: string,
 ): Promise<ChannelWriter> {
-  const socket = await new Promise<net.Socket>((resolve, reject) => {
+  const started = Date.now();
+  const raw = await new Promise<net.Socket>((resolve, reject) => {
     const s = net.connect({ host: opts.host, port: opts.port, noDelay: true });
     const timer = setTimeout(() => {
       s.destroy();
@@ -51,9 +74,20 @@ export async function connectChannel(
       );
     });
   });
-  socket.setKeepAlive(true, 1000);
+  raw.setKeepAlive(true, 1000);
+  raw.on('error', () => {}); // with TLS, errors surface on the TLS socket (it owns the handle)
+  const socket = opts.tls
+    ? await secureClient({ socket: raw }, opts.tls, {
+        host: opts.host,
+        timeoutMs: Math.max(1, opts.connectTimeoutMs - (Date.now() - started)),
+        what: `${name} channel to ${opts.host}:${opts.port}`,
+      })
+    : raw;
+  const binding = bindingFor(opts);
+  const fields = { kind, index: 0, migrationId: opts.migrationId };
+  const authTag = kind === Kind.MAIN ? binding.mainTag(socket, fields) : binding.tag(socket, fields);
   const writer = new ChannelWriter(socket, name);
-  await writer.write(encodeHello({ kind, index: 0, migrationId: opts.migrationId }));
+  await writer.write(encodeHello({ ...fields, authTag }));
   return writer;
 }
 

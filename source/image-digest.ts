@@ -5,7 +5,6 @@
  */
 import type { SaveHandlers, SectionSink } from '../shared/handlers.js';
 import { encodePayload } from '../shared/protocol/payload.js';
-import type { RamSaver } from './ram-save.js';
 
 export class ImageDigestSaver implements SaveHandlers {
   readonly idstr = 'image-digest';
@@ -14,7 +13,7 @@ export class ImageDigestSaver implements SaveHandlers {
   readonly iterative = false;
   digest = '';
 
-  constructor(private readonly ram: RamSaver) {}
+  constructor(private readonly ram: { digest(): string; readonly sentChecksums: BigUint64Array }) {}
 
   async saveComplete(sink: SectionSink): Promise<void> {
     this.digest = this.ram.digest();

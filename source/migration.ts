@@ -20,6 +20,7 @@ import {
   encodeConfiguration,
   encodeEof,
   encodeOpenReturnPath,
+  encodePageChannels,
   encodePing,
   encodeStreamHeader,
   encodeSwitchoverStart,
@@ -30,6 +31,7 @@ import { TraceEvent, Tracer } from '../shared/trace.js';
 import { connectChannel, MAIN, RETURN_PATH, readReturnPath } from './channel.js';
 import { ImageDigestSaver } from './image-digest.js';
 import { RamSaver } from './ram-save.js';
+import { MultifdRamSaver } from './ram-save-multifd.js';
 import { RateLimiter } from './rate-limit.js';
 import { type MigrationReport, round2 } from './report.js';
 import { SaveVm } from './savevm.js';
@@ -75,7 +77,7 @@ export interface Progress {
 export class SourceMigration {
   readonly state = new StateCell();
   readonly tracer = new Tracer('source');
-  readonly ram: RamSaver;
+  readonly ram: RamSaver | MultifdRamSaver;
   readonly #digest: ImageDigestSaver;
   readonly #meter: ConvergenceMeter;
   readonly #limiter: RateLimiter;
@@ -90,11 +92,15 @@ export class SourceMigration {
   #setupTime = 0;
   #downtime: number | undefined;
   #guestStoppedHere = false;
+  /** total-time is frozen here (QEMU); waiting for the guest's self-check report comes after. */
+  #completedAt: number | null = null;
   /** The destination's own reason, when it sent one: preferred over the socket error it caused. */
   #peerError: MigrationError | null = null;
 
   constructor(private readonly opts: MigrateOptions) {
-    this.ram = new RamSaver(opts.guest.memory);
+    this.ram = opts.capabilities.multifd
+      ? new MultifdRamSaver(opts.guest.memory, opts.parameters['multifd-channels'], (e) => this.fail(e))
+      : new RamSaver(opts.guest.memory);
     this.#digest = new ImageDigestSaver(this.ram);
     this.#meter = new ConvergenceMeter(opts.parameters);
     this.#limiter = new RateLimiter(opts.parameters['max-bandwidth'], monotonicMs());
@@ -140,7 +146,7 @@ export class SourceMigration {
       ...opts.channelOptions,
       host: opts.host,
       port: opts.port,
-      migrationId: randomBytes(16),
+      migrationId: this.#migrationId,
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
     };
     this.#main = await connectChannel(conn, MAIN, 'main');
@@ -166,12 +172,20 @@ export class SourceMigration {
         pageSize: memory.pageSize,
         ramSize: memory.pageCount * memory.pageSize,
         capabilities: agreementSet(opts.capabilities),
+        multifdChannels: opts.parameters['multifd-channels'],
         guest: opts.guestConfig,
       }),
     );
     if (this.#rp) {
       await this.#main.write(encodeOpenReturnPath());
       await this.#main.write(encodePing(1));
+    }
+    if (this.ram instanceof MultifdRamSaver) {
+      // page workers listen on the address the destination already reaches us from
+      const host = this.#main.socket.localAddress ?? opts.host;
+      const ports = await this.ram.listen(host, this.#migrationId);
+      await this.#main.write(encodePageChannels({ host, ports }));
+      await this.ram.waitConnected(opts.stallTimeoutMs || DEFAULT_STALL_MS);
     }
     this.#saveVm = new SaveVm(this.#main, this.#limiter, this.tracer, [
       this.ram,
@@ -183,7 +197,9 @@ export class SourceMigration {
   }
 
   #saveVm: SaveVm | null = null;
+  readonly #migrationId = randomBytes(16);
   #lastThresholdOk = false;
+  #pageBytesSeen = 0;
   #pingSeq = 1;
   #lastPingAt = 0;
   #lastPongAt = 0;
@@ -213,6 +229,7 @@ export class SourceMigration {
     const saveVm = this.#saveVm!;
     const started = monotonicMs();
     this.#limiter.restart(started);
+    if (this.ram instanceof MultifdRamSaver) this.ram.refill(this.opts.parameters['max-bandwidth'] / 10);
     for (;;) {
       this.#check();
       let idle = false;
@@ -280,7 +297,8 @@ export class SourceMigration {
     await main.flush();
     if (this.#rp) await this.#waitShut();
     this.#check();
-    this.#downtime = monotonicMs() - downtimeStart;
+    this.#completedAt = monotonicMs();
+    this.#downtime = this.#completedAt - downtimeStart;
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-end' });
   }
 
@@ -321,6 +339,9 @@ export class SourceMigration {
         this.#meter.noteAck(monotonicMs());
         this.tracer.emit(TraceEvent.SWITCHOVER_ACK, {});
         break;
+      case 'round-done':
+        if (this.ram instanceof MultifdRamSaver) this.ram.noteRoundDone(m.round);
+        break;
       case 'pong':
         this.#lastPongAt = monotonicMs();
         break;
@@ -360,13 +381,21 @@ export class SourceMigration {
   }
 
   #transferred(): number {
-    return this.#main?.bytesWritten ?? 0;
+    const pages = this.ram instanceof MultifdRamSaver ? this.ram.sentBytesLive() : 0;
+    return (this.#main?.bytesWritten ?? 0) + pages;
   }
 
   #updateCounters(): void {
     const now = monotonicMs();
+    if (this.ram instanceof MultifdRamSaver) {
+      // page workers send beside the main channel: count their bytes in the window, refill their allowance
+      const live = this.ram.sentBytesLive();
+      this.#limiter.account(live - this.#pageBytesSeen);
+      this.#pageBytesSeen = live;
+    }
     const window = this.#limiter.roll(now);
     if (!window) return;
+    if (this.ram instanceof MultifdRamSaver) this.ram.refill(this.opts.parameters['max-bandwidth'] / 10);
     this.#meter.update(
       window,
       this.ram.tracker.dirtyPagesRate,
@@ -395,17 +424,20 @@ export class SourceMigration {
     };
   }
 
+  /** Sleeps up to `ms`; a return-path message or an error wakes it early (this.#wake). */
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done() {
+      let immediate: NodeJS.Immediate | undefined;
+      const done = () => {
         clearTimeout(timer);
-        self.#wake = null;
+        if (immediate) clearImmediate(immediate);
+        // only clear the waker if it is still ours: a stale wake must not disarm a later sleep
+        if (this.#wake === done) this.#wake = null;
         resolve();
-      }
+      };
+      const timer = setTimeout(done, ms);
       this.#wake = done;
-      if (ms === 0) setImmediate(done);
+      if (ms === 0) immediate = setImmediate(done);
     });
   }
 
@@ -416,7 +448,7 @@ export class SourceMigration {
       const deadline = monotonicMs() + 300;
       while (!this.#peerError && monotonicMs() < deadline) await new Promise((r) => setTimeout(r, 20));
     }
-    if (this.#peerError) this.#error = this.#peerError;
+    if (this.#peerError && this.state.status !== S.CANCELLING) this.#error = this.#peerError;
     const s = this.state.status;
     if (s === S.CANCELLING)
       this.state.transition(S.CANCELLING, err.code === ErrorCode.CANCELLED ? S.CANCELLED : S.FAILED);
@@ -434,7 +466,7 @@ export class SourceMigration {
     const status = this.state.status;
     const mem = this.opts.guest.memory;
     const c = this.ram.counters;
-    const end = monotonicMs();
+    const end = this.#completedAt ?? monotonicMs();
     const total = end - this.#t0;
     const transferred = this.#transferred();
     const ok = status === S.COMPLETED;

@@ -100,6 +100,9 @@ export class Guest {
         waitMessage<{ gapStartMs: number; gapEndMs: number }>(worker, 'resumed'),
         failed,
       ]);
+      // a guest shut down before it resumed never reports: not an unhandled rejection
+      this.#selfCheck.catch(() => {});
+      this.#resumedGap.catch(() => {});
     }
     await Promise.race([this.#waitState(startStopped ? VcpuState.STOPPED : VcpuState.RUNNING), failed]);
   }

@@ -1,0 +1,89 @@
+/**
+ * Destination side of the page channels: page workers booted when the configuration arrives (so
+ * they are warm), connected when the source announces its ports (COMMAND PAGE_CHANNELS), and a
+ * per-round count: when every channel has ended round R, ROUND_DONE(R) goes back on the return path.
+ */
+import type { Worker } from 'node:worker_threads';
+import { ChecksumError, ErrorCode, MigrationError as MigErr, type MigrationError } from '../shared/errors.js';
+import type { GuestMemory } from '../shared/guest/memory.js';
+import type { PageWorkerEvent } from '../shared/ram/page-channel.js';
+import { spawnTsWorker } from '../shared/worker/spawn.js';
+
+const WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
+
+export class DestinationPageChannels {
+  readonly checksums: BigUint64Array;
+  readonly received: Uint8Array;
+  readonly verified: Int32Array;
+  readonly #workers: Worker[] = [];
+  readonly #roundEnds = new Map<number, number>();
+
+  constructor(
+    memory: GuestMemory,
+    channels: number,
+    migrationId: Buffer,
+    private readonly onRoundDone: (round: number) => void,
+    private readonly onError: (e: MigrationError) => void,
+  ) {
+    this.checksums = new BigUint64Array(new SharedArrayBuffer(memory.pageCount * 8));
+    this.received = new Uint8Array(new SharedArrayBuffer(memory.pageCount));
+    this.verified = new Int32Array(new SharedArrayBuffer(channels * 4));
+    for (let index = 0; index < channels; index++) {
+      const w = spawnTsWorker(WORKER_ENTRY, {
+        ram: memory.shared.ram,
+        pageSize: memory.pageSize,
+        pageCount: memory.pageCount,
+        checksums: this.checksums.buffer,
+        received: this.received.buffer,
+        verified: this.verified.buffer,
+        index,
+        migrationId: new Uint8Array(migrationId),
+      });
+      w.on('message', (m: PageWorkerEvent) => this.#onWorker(m));
+      w.on('error', (err) =>
+        this.onError(new MigErr(ErrorCode.INTERNAL, `page worker ${index}: ${err.message}`)),
+      );
+      this.#workers.push(w);
+    }
+  }
+
+  get channels(): number {
+    return this.#workers.length;
+  }
+
+  connect(host: string, ports: number[]): void {
+    if (ports.length !== this.#workers.length) {
+      this.onError(
+        new MigErr(
+          ErrorCode.CONFIG_MISMATCH,
+          `source announced ${ports.length} page channels, ${this.#workers.length} expected`,
+        ),
+      );
+      return;
+    }
+    this.#workers.forEach((w, i) => w.postMessage({ type: 'connect', host, port: ports[i] }));
+  }
+
+  close(): void {
+    for (const w of this.#workers) w.postMessage({ type: 'close' });
+    setTimeout(() => {
+      for (const w of this.#workers) void w.terminate();
+    }, 200).unref();
+  }
+
+  #onWorker(m: PageWorkerEvent): void {
+    if (m.type === 'round-done') {
+      const n = (this.#roundEnds.get(m.round) ?? 0) + 1;
+      this.#roundEnds.set(m.round, n);
+      if (n === this.#workers.length) {
+        this.#roundEnds.delete(m.round);
+        this.onRoundDone(m.round);
+      }
+      return;
+    }
+    if (m.type === 'error') {
+      const Err = m.code === ErrorCode.CHECKSUM ? ChecksumError : MigErr;
+      this.onError(new Err(m.code as ErrorCode, m.message, { page: m.page, section: 'ram' }));
+    }
+  }
+}

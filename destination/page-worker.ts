@@ -1,0 +1,201 @@
+/**
+ * Destination page worker: connects to one source page channel and reads batches straight into guest
+ * RAM (`onread` with a caller-supplied buffer: the header and descriptors into small buffers, page
+ * data into the guest's own pages), then verifies every page in place against its checksum. The
+ * guest is not running yet, so bytes landing before verification are harmless: a mismatch fails the
+ * migration and the guest never starts. A round-end frame is reported once everything before it on
+ * this channel is placed and verified.
+ */
+import net from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import { asMigrationError, ErrorCode } from '../shared/errors.js';
+import {
+  ChannelKind,
+  MAX_BATCH_PAGES,
+  PAGE_BATCH_HEADER,
+  PAGE_DESCRIPTOR,
+  PageFlag,
+  RamRecord,
+} from '../shared/protocol/constants.js';
+import { encodeHello } from '../shared/protocol/hello.js';
+import { pageChecksum } from '../shared/ram/checksum.js';
+import { type PageWorkerEvent, type PageWorkerShared, ROUND_END_KIND } from '../shared/ram/page-channel.js';
+
+interface DestWorkerData extends PageWorkerShared {
+  received: SharedArrayBuffer;
+  verified: SharedArrayBuffer;
+}
+
+const cfg = workerData as DestWorkerData;
+const ps = cfg.pageSize;
+const ram = new Uint8Array(cfg.ram);
+const checksums = new BigUint64Array(cfg.checksums);
+const received = new Uint8Array(cfg.received);
+const verified = new Int32Array(cfg.verified);
+const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
+
+const header = Buffer.alloc(PAGE_BATCH_HEADER);
+const desc = Buffer.alloc(MAX_BATCH_PAGES * PAGE_DESCRIPTOR);
+let state: 'header' | 'desc' | 'data' = 'header';
+let filled = 0;
+let count = 0;
+let round = 0;
+/** Runs of consecutive non-zero pages, in descriptor order: [firstPage, pages]. */
+let runs: [number, number][] = [];
+let run = 0;
+let pagesThisRound = 0;
+let failed = false;
+let closing = false;
+
+class FrameError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly page?: number,
+  ) {
+    super(message);
+  }
+}
+
+function target(): Uint8Array {
+  if (state === 'header') return header.subarray(filled);
+  if (state === 'desc') return desc.subarray(filled, count * PAGE_DESCRIPTOR);
+  const [first, pages] = runs[run]!;
+  return ram.subarray(first * ps + filled, (first + pages) * ps);
+}
+
+function onHeader(): void {
+  const kind = header[0];
+  round = header.readUInt32BE(4);
+  count = header.readUInt32BE(8);
+  const dataLen = header.readUInt32BE(12);
+  if (kind === ROUND_END_KIND) {
+    post({ type: 'round-done', round, pages: pagesThisRound });
+    pagesThisRound = 0;
+    return next('header');
+  }
+  if (kind !== RamRecord.PAGES || count === 0 || count > MAX_BATCH_PAGES || dataLen % ps !== 0) {
+    throw new FrameError(
+      ErrorCode.MALFORMED,
+      `bad page batch header (kind ${kind}, ${count} pages, ${dataLen} data bytes)`,
+    );
+  }
+  next('desc');
+}
+
+function onDescriptors(): void {
+  runs = [];
+  let dataPages = 0;
+  for (let i = 0; i < count; i++) {
+    const at = i * PAGE_DESCRIPTOR;
+    const page = desc.readUInt32BE(at);
+    if (page >= cfg.pageCount)
+      throw new FrameError(ErrorCode.MALFORMED, `page index ${page} beyond ${cfg.pageCount} pages`, page);
+    if ((desc[at + 4]! & PageFlag.ZERO) !== 0) continue;
+    dataPages++;
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === page) last[1]++;
+    else runs.push([page, 1]);
+  }
+  if (dataPages * ps !== header.readUInt32BE(12))
+    throw new FrameError(ErrorCode.MALFORMED, 'page batch data length disagrees with its descriptors');
+  run = 0;
+  if (runs.length === 0) return finishBatch();
+  next('data');
+}
+
+/** Every page of the batch is in RAM (or is a zero page): verify in place, record the checksums. */
+function finishBatch(): void {
+  for (let i = 0; i < count; i++) {
+    const at = i * PAGE_DESCRIPTOR;
+    const page = desc.readUInt32BE(at);
+    const sum = desc.readBigUInt64BE(at + 8);
+    const view = ram.subarray(page * ps, (page + 1) * ps);
+    if ((desc[at + 4]! & PageFlag.ZERO) !== 0) {
+      if (sum !== 0n) throw new FrameError(ErrorCode.CHECKSUM, `zero page ${page} carries a checksum`, page);
+      view.fill(0);
+    } else if (pageChecksum(view, page) !== sum) {
+      throw new FrameError(ErrorCode.CHECKSUM, `ram: page ${page} (round ${round}) fails its checksum`, page);
+    }
+    checksums[page] = sum;
+    received[page] = 1;
+  }
+  Atomics.add(verified, cfg.index, count);
+  pagesThisRound += count;
+  next('header');
+}
+
+function next(s: typeof state): void {
+  state = s;
+  filled = 0;
+}
+
+function onBytes(n: number): void {
+  filled += n;
+  if (state === 'header') {
+    if (filled === PAGE_BATCH_HEADER) onHeader();
+  } else if (state === 'desc') {
+    if (filled === count * PAGE_DESCRIPTOR) onDescriptors();
+  } else {
+    const [, pages] = runs[run]!;
+    if (filled === pages * ps) {
+      run++;
+      filled = 0;
+      if (run === runs.length) finishBatch();
+    }
+  }
+}
+
+function fail(err: unknown): void {
+  if (failed || closing) return;
+  failed = true;
+  const e = err instanceof FrameError ? err : asMigrationError(err, ErrorCode.SOCKET);
+  post({
+    type: 'error',
+    code: e.code,
+    message: `page channel ${cfg.index}: ${e.message}`,
+    page: (e as FrameError).page,
+  });
+}
+
+function connect(host: string, port: number): void {
+  const socket = net.connect({
+    host,
+    port,
+    noDelay: true,
+    onread: {
+      buffer: target,
+      callback: (n: number) => {
+        try {
+          onBytes(n);
+        } catch (err) {
+          fail(err);
+          socket.destroy();
+          return false;
+        }
+        return true;
+      },
+    },
+  });
+  socket.setKeepAlive(true, 1000);
+  socket.on('connect', () => {
+    socket.write(
+      encodeHello({ kind: ChannelKind.PAGE, index: cfg.index, migrationId: Buffer.from(cfg.migrationId) }),
+    );
+    post({ type: 'connected' });
+  });
+  socket.on('error', fail);
+  socket.on('close', () => fail(new Error('closed by the source')));
+  parentPort!.on('message', (m: { type: string }) => {
+    if (m.type === 'close') {
+      closing = true;
+      socket.destroy();
+      parentPort!.close();
+    }
+  });
+}
+
+parentPort!.once('message', (m: { type: 'connect' | 'close'; host: string; port: number }) => {
+  if (m.type === 'connect') connect(m.host, m.port);
+  else parentPort!.close();
+});

@@ -1,0 +1,244 @@
+/**
+ * RAM save handler with page channels (QEMU multifd analog). The main thread keeps the dirty log
+ * and decides rounds; page workers (source/page-worker.ts) move the bytes, each on its own TCP
+ * connection. A round's page list is taken from the migration bitmap (bits cleared before any
+ * copy); round R+1 starts only after the destination confirmed round R on every channel
+ * (RP ROUND_DONE), so a newer copy of a page can never be overtaken by an older one.
+ */
+import type { Worker } from 'node:worker_threads';
+import { ErrorCode, MigrationError } from '../shared/errors.js';
+import type { GuestMemory } from '../shared/guest/memory.js';
+import { monotonicMs } from '../shared/guest/vcpu-control.js';
+import type { Pending, SaveHandlers, SectionSink } from '../shared/handlers.js';
+import { encodeRamEos, encodeRamGeometry } from '../shared/protocol/ram-records.js';
+import { imageDigest } from '../shared/ram/checksum.js';
+import { type PageWorkerEvent, SRC, SRC_WORDS } from '../shared/ram/page-channel.js';
+import { spawnTsWorker } from '../shared/worker/spawn.js';
+import { DirtyTracker } from './dirty-tracker.js';
+import type { RamCounters } from './ram-save.js';
+
+const WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
+/** How long one iterate turn waits for a round to finish before giving other handlers a turn. */
+const ITERATE_WAIT_MS = 50;
+
+export class MultifdRamSaver implements SaveHandlers {
+  readonly idstr = 'ram';
+  readonly instanceId = 0;
+  readonly version = 1;
+  readonly iterative = true;
+  readonly tracker: DirtyTracker;
+  readonly counters: RamCounters = { duplicate: 0, normal: 0, precopyBytes: 0, downtimeBytes: 0 };
+  readonly sentChecksums: BigUint64Array;
+  readonly #control = new Int32Array(new SharedArrayBuffer(SRC_WORDS * 4));
+  readonly #list: Int32Array;
+  readonly #workers: Worker[] = [];
+  readonly #connected: Promise<void>[] = [];
+  #round = 0;
+  #inFlight: { round: number; pages: number; sentBy: number; done: boolean; stopped: boolean } | null = null;
+  #wakeRound: (() => void) | null = null;
+  #guestStopped = false;
+  #error: MigrationError | null = null;
+  /** Bytes the workers sent (page channels), for `transferred`. */
+  bytesSent = 0;
+
+  constructor(
+    private readonly memory: GuestMemory,
+    private readonly channels: number,
+    private readonly onError: (e: MigrationError) => void,
+  ) {
+    this.tracker = new DirtyTracker(memory);
+    const sums = new SharedArrayBuffer(memory.pageCount * 8);
+    this.sentChecksums = new BigUint64Array(sums);
+    this.#list = new Int32Array(new SharedArrayBuffer(memory.pageCount * 4));
+  }
+
+  /** Starts the page workers listening on `host`; resolves with their ports (for PAGE_CHANNELS). */
+  async listen(host: string, migrationId: Buffer): Promise<number[]> {
+    const ports: Promise<number>[] = [];
+    for (let index = 0; index < this.channels; index++) {
+      const w = spawnTsWorker(WORKER_ENTRY, {
+        ram: this.memory.shared.ram,
+        pageSize: this.memory.pageSize,
+        pageCount: this.memory.pageCount,
+        checksums: this.sentChecksums.buffer,
+        control: this.#control.buffer,
+        list: this.#list.buffer,
+        index,
+        host,
+        migrationId: new Uint8Array(migrationId),
+      });
+      this.#workers.push(w);
+      this.#connected.push(
+        new Promise((resolve) =>
+          w.on('message', (m: PageWorkerEvent) => m.type === 'connected' && resolve()),
+        ),
+      );
+      ports.push(
+        new Promise((resolve) =>
+          w.on('message', (m: PageWorkerEvent) => m.type === 'listening' && resolve(m.port)),
+        ),
+      );
+      w.on('message', (m: PageWorkerEvent) => this.#onWorker(m));
+      w.on('error', (err) =>
+        this.#fail(new MigrationError(ErrorCode.INTERNAL, `page worker ${index}: ${err.message}`)),
+      );
+    }
+    return Promise.all(ports);
+  }
+
+  /** Bytes handed to the page channels so far (per batch, live; KiB resolution). */
+  sentBytesLive(): number {
+    return Atomics.load(this.#control, SRC.SENT_KIB) * 1024;
+  }
+
+  /** max-bandwidth for the workers: a new window's allowance (0 = unlimited). */
+  refill(bytesPerWindow: number): void {
+    const c = this.#control;
+    if (bytesPerWindow <= 0) {
+      Atomics.store(c, SRC.UNLIMITED, 1);
+    } else {
+      Atomics.store(c, SRC.UNLIMITED, 0);
+      const sent = Atomics.load(c, SRC.SENT_KIB);
+      Atomics.store(
+        c,
+        SRC.ALLOW_KIB,
+        Math.max(Atomics.load(c, SRC.ALLOW_KIB), sent) + Math.ceil(bytesPerWindow / 1024),
+      );
+    }
+    Atomics.notify(c, SRC.ALLOW_KIB);
+  }
+
+  async saveSetup(sink: SectionSink): Promise<void> {
+    const { pageSize, pageCount } = this.memory;
+    this.tracker.startFullPass(monotonicMs());
+    await sink.emit(
+      encodeRamGeometry({ pageSize, pageCount, blocks: [{ name: 'pc.ram', pages: pageCount }] }),
+    );
+  }
+
+  pendingEstimate(): Pending {
+    const inFlight = this.#inFlight && !this.#inFlight.done ? this.#inFlight.pages : 0;
+    return { mustPrecopy: (this.tracker.pending + inFlight) * this.memory.pageSize, canPostcopy: 0 };
+  }
+
+  pendingExact(): Pending {
+    this.tracker.sync(monotonicMs());
+    return this.pendingEstimate();
+  }
+
+  /** Every destination page worker connected (they boot in parallel with the setup). */
+  async waitConnected(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(new MigrationError(ErrorCode.TIMEOUT, `page channels not connected within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([Promise.all(this.#connected), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async saveIterate(_sink: SectionSink): Promise<'more' | 'done'> {
+    this.#throwIfFailed();
+    if (this.#inFlight && !this.#inFlight.done) {
+      await this.#waitRound(ITERATE_WAIT_MS);
+      return 'more';
+    }
+    if (this.tracker.pending === 0) return 'done';
+    this.#startRound();
+    return 'more';
+  }
+
+  async saveComplete(sink: SectionSink): Promise<void> {
+    this.#guestStopped = true;
+    this.refill(0);
+    while (this.#inFlight && !this.#inFlight.done) await this.#waitRound(1000);
+    this.tracker.sync(monotonicMs());
+    if (this.tracker.pending > 0) {
+      this.#startRound();
+      while (!this.#inFlight!.done) await this.#waitRound(1000);
+    }
+    await sink.emit(encodeRamEos());
+  }
+
+  /** The destination placed and verified every page of `round` on every channel. */
+  noteRoundDone(round: number): void {
+    if (this.#inFlight?.round === round) this.#inFlight.done = true;
+    this.#wakeRound?.();
+  }
+
+  digest(): string {
+    return imageDigest(this.sentChecksums);
+  }
+
+  saveCleanup(): void {
+    for (const w of this.#workers) w.postMessage({ type: 'close' });
+    setTimeout(() => {
+      for (const w of this.#workers) void w.terminate();
+    }, 200).unref();
+  }
+
+  #startRound(): void {
+    const list = this.#list;
+    let n = 0;
+    // every pending page, wrapping once past the end (the cursor may start mid-bitmap)
+    for (let wraps = 0; wraps < 2 && this.tracker.pending > 0; ) {
+      const p = this.tracker.next();
+      if (p >= 0) list[n++] = p;
+      else wraps++;
+    }
+    const round = ++this.#round;
+    const c = this.#control;
+    Atomics.store(c, SRC.ROUND, round);
+    Atomics.store(c, SRC.COUNT, n);
+    Atomics.store(c, SRC.CURSOR, 0);
+    this.#inFlight = { round, pages: n, sentBy: 0, done: false, stopped: this.#guestStopped };
+    for (const w of this.#workers) w.postMessage({ type: 'round', round });
+  }
+
+  #onWorker(m: PageWorkerEvent): void {
+    switch (m.type) {
+      case 'round-sent': {
+        this.bytesSent += m.bytes;
+        this.counters.duplicate += m.zero;
+        this.counters.normal += m.pages - m.zero;
+        if (this.#inFlight?.stopped) this.counters.downtimeBytes += m.bytes;
+        else this.counters.precopyBytes += m.bytes;
+        return;
+      }
+      case 'error':
+        this.#fail(new MigrationError(m.code as ErrorCode, m.message));
+        return;
+      default:
+        return;
+    }
+  }
+
+  #fail(e: MigrationError): void {
+    this.#error ??= e;
+    this.onError(e);
+    this.#wakeRound?.();
+  }
+
+  #throwIfFailed(): void {
+    if (this.#error) throw this.#error;
+  }
+
+  #waitRound(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.#wakeRound = null;
+        resolve();
+      }
+      this.#wakeRound = done;
+    }).then(() => this.#throwIfFailed());
+  }
+}
