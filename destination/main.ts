@@ -8,6 +8,8 @@ import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
 import { type DeviceSpec, destinationDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { Guest } from '../shared/guest/guest.js';
+import { describeTls } from '../shared/tls/config.js';
+import { destinationSecurity } from '../shared/tls/policy.js';
 import { reportTable } from '../source/report.js';
 import { IncomingMigration } from './incoming.js';
 import { Listener } from './listener.js';
@@ -28,6 +30,8 @@ async function main(): Promise<number> {
     return 0;
   }
   if (!o.listen) throw new ParameterError(ErrorCode.USAGE, 'destination: --listen HOST:PORT is required');
+  const security = destinationSecurity(o, o.listen.host);
+  for (const w of security.warnings) process.stderr.write(`switchover-destination: warning: ${w}\n`);
   const preallocate = argv.some((a) => a === '--ram' || a.startsWith('--ram='));
   const guest = preallocate ? Guest.incoming(o.ramBytes) : null;
   const preallocMs = guest ? guest.memory.prefault() : 0;
@@ -45,18 +49,28 @@ async function main(): Promise<number> {
         onPrepStart,
       ),
   });
-  const listener = new Listener({
-    onMain: (socket, hello) => void incoming.runMain(socket, hello.migrationId),
-    onReturnPath: (socket) => incoming.attachReturnPath(socket),
-    onRefused: (err, remote) =>
-      process.stderr.write(`switchover-destination: refused ${remote}: ${err.code}: ${err.message}\n`),
-  });
+  const listener = new Listener(
+    {
+      onMain: (socket, hello) => void incoming.runMain(socket, hello.migrationId),
+      onReturnPath: (socket) => incoming.attachReturnPath(socket),
+      onRefused: (err, remote) =>
+        process.stderr.write(`switchover-destination: refused ${remote}: ${err.code}: ${err.message}\n`),
+      onAccepted: (hello, remote, transport) =>
+        process.stderr.write(
+          `switchover-destination: migration ${hello.migrationId.toString('hex')} from ${remote} (${transport})\n`,
+        ),
+    },
+    { helloTimeoutMs: o.helloTimeoutMs, tls: security.tls },
+  );
   const bound = await listener.listen(o.listen.host, o.listen.port);
+  if (security.tls && !o.quiet)
+    process.stderr.write(`switchover-destination: ${describeTls(security.tls, 'server')}\n`);
   process.stdout.write(`${bound.host.includes(':') ? `[${bound.host}]` : bound.host}:${bound.port}\n`);
   const result = await incoming.done;
   listener.close();
   if (result.status === 'completed' && o.lingerMs > 0) await new Promise((r) => setTimeout(r, o.lingerMs));
   await incoming.guest?.shutdown();
+  result.report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
   if (o.json) await writeFile(o.json, `${JSON.stringify(result.report, null, 2)}\n`);
   if (!o.quiet) process.stdout.write(`${reportTable(result.report)}\n`);
   if (result.status !== 'completed') {

@@ -128,6 +128,9 @@ async function mergeReports(srcPath: string, dstPath: string): Promise<Record<st
   merged.guest = { ...(src.guest as object), ...(dst.guest as object) };
   merged.integrity = { ...(src.integrity as object), ...(dst.integrity as object) };
   if (dst['dst-prealloc-ms'] !== undefined) merged['dst-prealloc-ms'] = dst['dst-prealloc-ms'];
+  if (src['peak-rss'] !== undefined || dst['peak-rss'] !== undefined) {
+    merged['peak-rss'] = { source: src['peak-rss'] ?? null, destination: dst['peak-rss'] ?? null };
+  }
   if (dst.status === 'failed') merged['destination-error'] = `${dst['error-code']}: ${dst['error-desc']}`;
   return merged;
 }

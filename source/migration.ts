@@ -509,6 +509,7 @@ export class SourceMigration {
     }
     Object.assign(report, this.#meter.reportFields(this.opts.capabilities['switchover-ack'], this.#acked));
     report['downtime-breakdown'] = this.#breakdown(dst.checkpoints as Record<string, number> | undefined);
+    report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
     report.devices = this.#deviceReport(dst.devices as Record<string, Record<string, unknown>> | undefined);
     report['downtime-expected-vs-actual'] = ok
       ? {

@@ -1,0 +1,254 @@
+/**
+ * `npm run bench [-- --runs N] [--quick] [--only W1,W2,W3]` — end-to-end migration benchmarks, each
+ * run as two real processes over loopback, against the raw-TCP baseline measured in the same run
+ * (a plain Node socket pipe between two processes, 1 MiB writes): ratios, not absolute figures.
+ *
+ *   W1  1 GiB random guest, paused (no dirtying): throughput (transferred / (total − setup)), total
+ *       time, downtime; main channel, and 1, 2, 4 page channels (multifd)
+ *   W2  1 GiB random guest sweeping a 64 MiB range as fast as it can (sequential, max): downtime at
+ *       downtime-limit 300 and 50 against the floor 64 MiB ÷ raw rate
+ *   W3  4 GiB paused guest: time per GiB against W1's
+ *   and peak RSS of both processes for each, against guest RAM + 25 % + 100 MiB.
+ * Each configuration runs N times (default 3): median (min–max). One run per workload also writes
+ * --dump-ram files and checks them byte for byte. --quick shrinks everything (256 MiB, 16 MiB range).
+ * Prints a table; writes bench/results/e2e-<timestamp>.json.
+ */
+
+import { spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT } from '../lib/spawn-side.js';
+import { measureRawTcp } from './raw-tcp.js';
+import { fmt, spread, table, writeResult } from './stats.js';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '3' },
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string', default: 'W1,W2,W3' },
+  },
+});
+const RUNS = Number(values.runs);
+const QUICK = values.quick;
+const ONLY = new Set(values.only.split(','));
+const GiB = 1024 ** 3;
+const W1_RAM = QUICK ? 256 * 1024 ** 2 : GiB;
+const W2_RANGE = QUICK ? 16 * 1024 ** 2 : 64 * 1024 ** 2;
+const W3_RAM = QUICK ? GiB : 4 * GiB;
+const work = join(tmpdir(), `bench-e2e-${process.pid}`);
+
+type Report = Record<string, any>;
+
+function runPair(args: string[]): Promise<void> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/run-pair.ts'), ...args], {
+      cwd: ROOT,
+      stdio: 'ignore',
+    });
+    c.on('exit', () => resolve());
+  });
+}
+
+async function migrate(
+  args: string[],
+  dump: boolean,
+  tag: string,
+): Promise<Report & { dumpsEqual?: boolean }> {
+  const json = join(work, `${tag}.json`);
+  const dumpDir = join(work, `${tag}-dump`);
+  await runPair([...args, '--quiet', '--json', json, ...(dump ? ['--dump-ram', dumpDir] : [])]);
+  const r: Report = JSON.parse(await readFile(json, 'utf8').catch(() => '{"status":"no report"}'));
+  if (dump) {
+    r.dumpsEqual = await sameFiles(join(dumpDir, 'source.ram'), join(dumpDir, 'destination.ram'));
+    await rm(dumpDir, { recursive: true, force: true });
+  }
+  return r;
+}
+
+/** Compares two large files chunk by chunk without holding either whole. */
+async function sameFiles(a: string, b: string): Promise<boolean> {
+  try {
+    const ra = createReadStream(a, { highWaterMark: 1 << 22 })[Symbol.asyncIterator]();
+    const rb = createReadStream(b, { highWaterMark: 1 << 22 })[Symbol.asyncIterator]();
+    let bufA = Buffer.alloc(0);
+    let bufB = Buffer.alloc(0);
+    for (;;) {
+      if (bufA.length === 0) bufA = (await ra.next()).value ?? Buffer.alloc(0);
+      if (bufB.length === 0) bufB = (await rb.next()).value ?? Buffer.alloc(0);
+      if (bufA.length === 0 || bufB.length === 0) return bufA.length === bufB.length;
+      const n = Math.min(bufA.length, bufB.length);
+      if (!bufA.subarray(0, n).equals(bufB.subarray(0, n))) return false;
+      bufA = bufA.subarray(n);
+      bufB = bufB.subarray(n);
+    }
+  } catch {
+    return false;
+  }
+}
+
+const rawRates: number[] = [];
+async function raw(): Promise<void> {
+  rawRates.push(await measureRawTcp(QUICK ? 256 * 1024 ** 2 : GiB));
+}
+
+function throughput(r: Report): number {
+  return r.ram?.transferred / ((r['total-time'] - r['setup-time']) / 1000);
+}
+
+function ok(r: Report): boolean {
+  return r.status === 'completed' && r.integrity?.match === true && r.guest?.['self-check']?.ok === true;
+}
+
+function rssOk(r: Report, ram: number): boolean {
+  const cap = ram * 1.25 + 100 * 1024 ** 2;
+  return r['peak-rss']?.source <= cap && r['peak-rss']?.destination <= cap;
+}
+
+interface Case {
+  workload: string;
+  name: string;
+  ram: number;
+  args: string[];
+}
+
+const channelArgs = (n: number) =>
+  n === 0
+    ? ['--capabilities', 'return-path']
+    : ['--capabilities', 'return-path,multifd', '--multifd-channels', String(n)];
+const paused = (ram: number) => ['--ram', String(ram), '--dirty-rate', '0', '--max-bandwidth', '0'];
+const cases: Case[] = [];
+if (ONLY.has('W1'))
+  for (const ch of [0, 1, 2, 4])
+    cases.push({
+      workload: 'W1',
+      name: ch === 0 ? 'main channel' : `${ch} page channels`,
+      ram: W1_RAM,
+      args: [...paused(W1_RAM), ...channelArgs(ch)],
+    });
+if (ONLY.has('W2'))
+  for (const limit of [300, 50])
+    cases.push({
+      workload: 'W2',
+      name: `downtime-limit ${limit}, 2 page channels`,
+      ram: W1_RAM,
+      args: [
+        '--ram',
+        String(W1_RAM),
+        '--dirty-pattern',
+        'sequential',
+        '--dirty-range',
+        String(W2_RANGE),
+        '--dirty-rate',
+        'max',
+        '--max-bandwidth',
+        '0',
+        '--downtime-limit',
+        String(limit),
+        ...channelArgs(2),
+      ],
+    });
+if (ONLY.has('W3'))
+  cases.push({
+    workload: 'W3',
+    name: `${W3_RAM / GiB} GiB, 2 page channels`,
+    ram: W3_RAM,
+    args: [...paused(W3_RAM), ...channelArgs(2)],
+  });
+
+await mkdir(work, { recursive: true });
+const results: { case: Case; runs: Report[]; check: Report }[] = [];
+await raw();
+for (const c of cases) {
+  const runs: Report[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    runs.push(await migrate(c.args, false, `${c.workload}-${results.length}-${i}`));
+    process.stderr.write(`${c.workload} ${c.name} run ${i + 1}/${RUNS}: ${runs[i]!.status}, downtime ${runs[i]!.downtime} ms\n`);
+  }
+  // one more run writes --dump-ram (inside the downtime, so it is kept out of the timing figures)
+  const check = await migrate(c.args, true, `${c.workload}-${results.length}-check`);
+  results.push({ case: c, runs, check });
+  await raw();
+}
+await rm(work, { recursive: true, force: true });
+
+const rawRate = spread(rawRates);
+const floorMs = (W2_RANGE / rawRate.median) * 1000;
+const w1PerGiB = (() => {
+  const w1 = results.find((r) => r.case.workload === 'W1' && r.case.name === '2 page channels');
+  return w1
+    ? spread(w1.runs.map((r) => (r['total-time'] - r['setup-time']) / (r.case?.ram ?? W1_RAM / GiB))).median
+    : Number.NaN;
+})();
+const rows = [
+  [
+    'workload',
+    'case',
+    'GB/s',
+    '× raw',
+    'total ms',
+    'downtime ms',
+    'iterations',
+    'ms/GiB',
+    'peak RSS MiB src/dst',
+    'verified',
+  ],
+];
+const summary: Record<string, unknown>[] = [];
+for (const { case: c, runs, check } of results) {
+  const gbps = spread(runs.map((r) => throughput(r) / 1e9));
+  const ratio = spread(runs.map((r) => throughput(r) / rawRate.median));
+  const total = spread(runs.map((r) => r['total-time']));
+  const down = spread(runs.map((r) => r.downtime));
+  const iters = spread(runs.map((r) => r.iterations));
+  const perGiB = spread(runs.map((r) => (r['total-time'] - r['setup-time']) / (c.ram / GiB)));
+  const rss = runs[0]?.['peak-rss'] ?? {};
+  const verified = runs.every(ok) && ok(check) && check.dumpsEqual === true;
+  rows.push([
+    c.workload,
+    c.name,
+    fmt(gbps, 2),
+    fmt(ratio, 2),
+    fmt(total, 0),
+    fmt(down, 1),
+    fmt(iters, 0),
+    fmt(perGiB, 0),
+    `${(rss.source / 2 ** 20).toFixed(0)}/${(rss.destination / 2 ** 20).toFixed(0)}`,
+    String(verified),
+  ]);
+  summary.push({
+    workload: c.workload,
+    case: c.name,
+    args: c.args,
+    gbps,
+    ratio,
+    total,
+    downtime: down,
+    iterations: iters,
+    msPerGiB: perGiB,
+    rssOk: runs.every((r) => rssOk(r, c.ram)),
+    verified,
+    dstPreallocMs: spread(runs.map((r) => r['dst-prealloc-ms'])),
+    runs,
+  });
+}
+process.stdout.write(
+  `bench e2e  ${QUICK ? '(quick) ' : ''}runs ${RUNS}  raw TCP ${fmt(spread(rawRates.map((r) => r / 1e9)), 2)} GB/s\n`,
+);
+process.stdout.write(`${table(rows)}\n`);
+process.stdout.write(
+  `W2 floor (range ÷ raw) ${floorMs.toFixed(1)} ms; bar 1.5 × floor + 5 = ${(1.5 * floorMs + 5).toFixed(1)} ms\n`,
+);
+process.stdout.write(
+  `W3 ms/GiB vs W1 (2 channels) ${w1PerGiB.toFixed(0)} ms/GiB; RSS cap = RAM + 25 % + 100 MiB\n`,
+);
+const out = await writeResult('e2e', {
+  quick: QUICK,
+  runs: RUNS,
+  rawTcp: { rates: rawRates, median: rawRate.median },
+  w2FloorMs: floorMs,
+  summary,
+});
+process.stdout.write(`wrote ${out}\n`);
