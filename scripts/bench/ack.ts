@@ -8,11 +8,12 @@
  */
 
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT } from '../lib/spawn-side.js';
+import { fmt, spread, table, writeResult } from './stats.js';
 
 const { values } = parseArgs({
   options: { runs: { type: 'string', default: '3' }, quick: { type: 'boolean', default: false } },
@@ -60,11 +61,6 @@ async function once(ack: boolean, dir: string, i: number): Promise<RunResult> {
   };
 }
 
-function stats(xs: number[]): { median: number; min: number; max: number } {
-  const s = [...xs].sort((a, b) => a - b);
-  return { median: s[Math.floor(s.length / 2)]!, min: s[0]!, max: s[s.length - 1]! };
-}
-
 const dir = join(tmpdir(), `bench-ack-${process.pid}`);
 await mkdir(dir, { recursive: true });
 const results: RunResult[] = [];
@@ -78,27 +74,26 @@ for (let i = 0; i < runs; i++) {
   }
 }
 await rm(dir, { recursive: true, force: true });
-const without = stats(results.filter((r) => !r.ack).map((r) => r.downtime));
-const withAck = stats(results.filter((r) => r.ack).map((r) => r.downtime));
+const without = spread(results.filter((r) => !r.ack).map((r) => r.downtime));
+const withAck = spread(results.filter((r) => r.ack).map((r) => r.downtime));
 const ratio = without.median / withAck.median;
-const fmt = (s: { median: number; min: number; max: number }) =>
-  `${s.median.toFixed(1)} (${s.min.toFixed(1)}–${s.max.toFixed(1)})`;
-const table = [
+const rows = [
   ['case', 'downtime ms median (min–max)', 'QEMU cover letter'],
   ['without switchover-ack', fmt(without), '1900'],
   ['with switchover-ack', fmt(withAck), '420'],
   ['ratio without / with', ratio.toFixed(1), (1900 / 420).toFixed(1)],
 ];
-const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
-process.stdout.write(`bench:ack  ram ${ram}  device ${device}  runs ${runs}\n`);
-for (const row of table)
-  process.stdout.write(`${row.map((cell, c) => cell.padEnd(widths[c]!)).join('  ')}\n`);
+process.stdout.write(`bench:ack  ram ${ram}  device ${device}  runs ${runs}\n${table(rows)}\n`);
 const allOk = results.every((r) => r.status === 'completed' && r.verified);
 process.stdout.write(`all runs completed and verified: ${allOk}\n`);
-await mkdir(join(ROOT, 'bench/results'), { recursive: true });
-const out = join(ROOT, 'bench/results', `ack-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-await writeFile(
-  out,
-  `${JSON.stringify({ ram, device, runs, without, with: withAck, ratio, seed: { without: 1900, with: 420 }, results }, null, 2)}\n`,
-);
+const out = await writeResult('ack', {
+  ram,
+  device,
+  runs,
+  without,
+  with: withAck,
+  ratio,
+  seed: { without: 1900, with: 420 },
+  results,
+});
 process.stdout.write(`wrote ${out}\n`);

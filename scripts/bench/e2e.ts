@@ -40,6 +40,7 @@ const W2_RANGE = QUICK ? 16 * 1024 ** 2 : 64 * 1024 ** 2;
 const W3_RAM = QUICK ? GiB : 4 * GiB;
 const work = join(tmpdir(), `bench-e2e-${process.pid}`);
 
+// biome-ignore lint/suspicious/noExplicitAny: reports are JSON read back from the child processes
 type Report = Record<string, any>;
 
 function runPair(args: string[]): Promise<void> {
@@ -165,7 +166,9 @@ for (const c of cases) {
   const runs: Report[] = [];
   for (let i = 0; i < RUNS; i++) {
     runs.push(await migrate(c.args, false, `${c.workload}-${results.length}-${i}`));
-    process.stderr.write(`${c.workload} ${c.name} run ${i + 1}/${RUNS}: ${runs[i]!.status}, downtime ${runs[i]!.downtime} ms\n`);
+    process.stderr.write(
+      `${c.workload} ${c.name} run ${i + 1}/${RUNS}: ${runs[i]!.status}, downtime ${runs[i]!.downtime} ms\n`,
+    );
   }
   // one more run writes --dump-ram (inside the downtime, so it is kept out of the timing figures)
   const check = await migrate(c.args, true, `${c.workload}-${results.length}-check`);
