@@ -29,7 +29,7 @@ export const OPTION_SPEC = {
   'max-bandwidth': { type: 'string' },
   'avail-switchover-bandwidth': { type: 'string' },
   'multifd-channels': { type: 'string' },
-  'switchover-policy': { type: 'string', default: 'qemu' },
+  'switchover-policy': { type: 'string', default: 'floor' },
   device: { type: 'string', multiple: true },
   timeout: { type: 'string' },
   'stall-timeout': { type: 'string' },
@@ -39,6 +39,11 @@ export const OPTION_SPEC = {
   timeline: { type: 'string' },
   'metrics-port': { type: 'string' },
   linger: { type: 'string' },
+  'tls-creds': { type: 'string' },
+  'tls-psk': { type: 'string' },
+  'tls-hostname': { type: 'string' },
+  'hello-timeout': { type: 'string' },
+  insecure: { type: 'boolean', default: false },
   quiet: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
@@ -56,6 +61,8 @@ export interface CommonOptions {
   parameters: Parameters;
   devices: string[];
   timeoutMs: number;
+  /** 'floor' (default): keep iterating while rounds still shrink the remainder; 'qemu': switch as soon as it fits. */
+  switchoverPolicy: 'floor' | 'qemu';
   /** A channel with no progress (or no PONG) for this long fails the migration; 0 = never. */
   stallTimeoutMs: number;
   /** Source: after a failed migration, migrate the same running guest to this address. */
@@ -64,6 +71,16 @@ export interface CommonOptions {
   dumpRam?: string;
   timeline?: string;
   lingerMs: number;
+  /** x509 credentials directory (QEMU tls-creds-x509 file names); TLS on every channel. */
+  tlsCreds?: string;
+  /** TLS-PSK key file (`identity:hex-key` lines, QEMU tls-creds-psk). */
+  tlsPsk?: string;
+  /** Source: name the destination's certificate must carry (QEMU tls-hostname). */
+  tlsHostname?: string;
+  /** Destination: first byte, TLS handshake and hello must arrive within this (total, not idle). */
+  helloTimeoutMs: number;
+  /** Destination: allow plaintext on a non-loopback address. */
+  insecure: boolean;
   quiet: boolean;
   help: boolean;
 }
@@ -82,9 +99,18 @@ Migration (QEMU names):
   --max-bandwidth RATE       bytes/s while the guest runs, 0 = unlimited (default 128M)
   --avail-switchover-bandwidth RATE   bandwidth assumed at switchover, 0 = measure (default 0)
   --multifd-channels N       page channels with multifd (default 2)
+  --switchover-policy P      floor (default): iterate while a round still shrinks the remainder a lot,
+                             so downtime nears the floor; qemu: switch as soon as it fits the limit
   --timeout MS               fail if not completed after MS (default 0 = never)
   --stall-timeout MS         fail when a channel makes no progress / no PONG for MS (default 10000; 0 = never)
   --retry-connect HOST:PORT  source: after a failed migration, migrate the still-running guest there
+Security (QEMU tls-creds; TLS covers every channel):
+  --tls-creds DIR            x509: destination DIR/server-cert.pem, server-key.pem [, ca-cert.pem = verify-peer];
+                             source DIR/ca-cert.pem [, client-cert.pem, client-key.pem]
+  --tls-psk FILE             TLS-PSK: lines identity:hex-key (source uses the first identity)
+  --tls-hostname NAME        source: name the destination certificate must carry (default: --connect host)
+  --hello-timeout MS         destination: a connection must finish TLS and its hello within MS (default 5000)
+  --insecure                 destination: allow plaintext on a non-loopback --listen address (warns)
 Output:
   --json FILE                write the report as JSON
   --dump-ram PATH            test oracle: write guest RAM (source: as stopped; destination: before resume)
@@ -97,6 +123,22 @@ function num(text: string | undefined, what: string, fallback: number): number {
   if (!Number.isFinite(n))
     throw new ParameterError(ErrorCode.USAGE, `${what}: '${text}' is not a number`, { field: what });
   return n;
+}
+
+function helloTimeout(text: string | undefined): number {
+  if (text === undefined) return 5000;
+  const ms = parseDuration(text, '--hello-timeout');
+  if (ms < 1 || ms > 600_000)
+    throw new ParameterError(ErrorCode.USAGE, `--hello-timeout: ${ms} ms is outside 1..600000`, {
+      field: '--hello-timeout',
+    });
+  return ms;
+}
+
+/** Loopback: 127.0.0.0/8, ::1, ::ffff:127.x, and the name localhost. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === 'localhost' || h === '::1' || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(h);
 }
 
 export function parseHostPort(text: string, what: string): { host: string; port: number } {
@@ -125,6 +167,7 @@ export function parseCommon(argv: string[]): CommonOptions {
   }
   const v = values as Record<string, string | undefined> & {
     device?: string[];
+    insecure?: boolean;
     quiet: boolean;
     help: boolean;
   };
@@ -158,12 +201,18 @@ export function parseCommon(argv: string[]): CommonOptions {
     parameters,
     devices: v.device ?? [],
     timeoutMs: v.timeout ? parseDuration(v.timeout, '--timeout') : 0,
+    switchoverPolicy: oneOf(v['switchover-policy']!, ['floor', 'qemu'] as const, '--switchover-policy'),
     stallTimeoutMs: v['stall-timeout'] ? parseDuration(v['stall-timeout'], '--stall-timeout') : 10_000,
     retryConnect: v['retry-connect'] ? parseHostPort(v['retry-connect'], '--retry-connect') : undefined,
     json: v.json,
     dumpRam: v['dump-ram'],
     timeline: v.timeline,
     lingerMs: v.linger ? parseDuration(v.linger, '--linger') : 0,
+    tlsCreds: v['tls-creds'],
+    tlsPsk: v['tls-psk'],
+    tlsHostname: v['tls-hostname'],
+    helloTimeoutMs: helloTimeout(v['hello-timeout']),
+    insecure: v.insecure === true,
     quiet: v.quiet,
     help: v.help,
   };

@@ -9,6 +9,7 @@ import { parseDeviceSpecs, sourceDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { Guest } from '../shared/guest/guest.js';
 import { formatProgressLine } from '../shared/progress.js';
+import { sourceSecurity } from '../shared/tls/policy.js';
 import { SourceMigration } from './migration.js';
 import { reportTable } from './report.js';
 
@@ -21,6 +22,8 @@ async function main(): Promise<number> {
     return 0;
   }
   if (!o.connect) throw new ParameterError(ErrorCode.USAGE, 'source: --connect HOST:PORT is required');
+  const security = sourceSecurity(o, o.connect.host);
+  for (const w of security.warnings) process.stderr.write(`switchover-source: warning: ${w}\n`);
   const deviceSpecs = parseDeviceSpecs(o.devices);
   const guest = Guest.boot({ ramBytes: o.ramBytes, seed: o.seed, fill: o.fill });
   const workload = { dirtyRate: o.dirtyRate, pattern: o.pattern, dirtyRange: o.dirtyRange };
@@ -32,6 +35,7 @@ async function main(): Promise<number> {
     new SourceMigration({
       host: target.host,
       port: target.port,
+      channelOptions: { tls: security.tls },
       guest,
       capabilities: o.capabilities,
       parameters: o.parameters,
@@ -45,6 +49,7 @@ async function main(): Promise<number> {
       devices: sourceDevices(deviceSpecs, o.capabilities, guest),
       signal: abort.signal,
       timeoutMs: o.timeoutMs,
+      switchoverPolicy: o.switchoverPolicy,
       stallTimeoutMs: o.stallTimeoutMs,
       onProgress: o.quiet ? undefined : (p) => process.stderr.write(`${formatProgressLine(p)}\n`),
     }).run();

@@ -44,6 +44,8 @@ export const DEFAULT_STALL_MS = 10_000;
 export interface MigrateOptions {
   /** Extra connection options handed to connectChannel as they are (TLS credentials, auth). */
   channelOptions?: Record<string, unknown>;
+  /** 'floor' (default) or 'qemu'; see ConvergenceMeter.shouldSwitchNow. */
+  switchoverPolicy?: 'floor' | 'qemu';
   /** Fail when a channel makes no progress (no drain, no PONG) for this long; 0 = never. */
   stallTimeoutMs?: number;
   host: string;
@@ -267,9 +269,11 @@ export class SourceMigration {
     this.#meter.noteSync(pending);
     this.tracer.emit(TraceEvent.DIRTY_SYNC, { pending, threshold, sync: this.ram.tracker.syncCount });
     if (pending > threshold) return false;
-    this.#lastThresholdOk = true;
     this.#meter.noteThresholdMet(monotonicMs());
-    return this.#canSwitchover();
+    this.#lastThresholdOk = true;
+    if (!this.#canSwitchover()) return false;
+    const policy = this.opts.switchoverPolicy ?? 'floor';
+    return this.#meter.shouldSwitchNow(policy, pending, this.opts.guest.memory.pageSize, monotonicMs());
   }
 
   /** QEMU migration_can_switchover: capability off, guest not running, or ACK received. */
@@ -491,7 +495,7 @@ export class SourceMigration {
       },
       iterations: this.ram.tracker.syncCount,
       capabilities: enabledCapabilities(this.opts.capabilities),
-      parameters: { ...this.opts.parameters },
+      parameters: { ...this.opts.parameters, 'switchover-policy': this.opts.switchoverPolicy ?? 'floor' },
       guest: { ticks: this.opts.guest.heartbeat().tick, ...(dst.guest as object | undefined) },
       integrity: {
         'digest-source': this.#digest.digest || null,

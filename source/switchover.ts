@@ -8,6 +8,8 @@ import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { Parameters } from '../shared/options.js';
 import { round2 } from './report.js';
 
+const MAX_EXTRA_ROUNDS = 10;
+
 export class ConvergenceMeter {
   /** Bytes per ms, measured over the last window. */
   bandwidth = 0;
@@ -17,6 +19,8 @@ export class ConvergenceMeter {
   expectedDowntime: number;
   readonly history: { t: number; expected: number; remaining: number }[] = [];
   #dirtyBytesLastSync = 0;
+  #extraRounds = 0;
+  #extra: { base: number; until: number } | null = null;
   #thresholdMetAt: number | null = null;
   #ackAt: number | null = null;
   /** Destination's remaining load cost in ms (switchover-ack devices still preparing, final load). */
@@ -51,6 +55,30 @@ export class ConvergenceMeter {
 
   noteSync(pendingBytes: number): void {
     this.#dirtyBytesLastSync = pendingBytes;
+  }
+
+  /**
+   * Whether to stop the guest now that the remainder fits the limit. QEMU's rule: yes. The 'floor'
+   * policy (ours) first lets one more round go (as long as sending the remainder takes at the
+   * measured bandwidth), then compares: if that round cut the remainder to under half, another round
+   * is likely to halve it again, so it goes on; otherwise it switches. Downtime then tends to the
+   * floor (final dirty data / bandwidth + device state + round trip) instead of the limit. A dirty
+   * set that does not shrink (a hot range rewritten faster than it is sent) switches after one extra
+   * round, so convergence is never given up; at most MAX_EXTRA_ROUNDS rounds are added.
+   */
+  shouldSwitchNow(policy: 'floor' | 'qemu', pendingBytes: number, pageSize: number, now: number): boolean {
+    if (policy === 'qemu' || pendingBytes <= pageSize * 2) return true;
+    const round = this.#extra;
+    if (round && now < round.until) return false;
+    if (round && (pendingBytes >= round.base * 0.5 || this.#extraRounds >= MAX_EXTRA_ROUNDS)) return true;
+    const bw = this.bandwidth > 0 ? this.bandwidth : 1;
+    this.#extra = { base: pendingBytes, until: now + Math.min(pendingBytes / bw, this.params['downtime-limit']) };
+    this.#extraRounds++;
+    return false;
+  }
+
+  get extraRounds(): number {
+    return this.#extraRounds;
   }
 
   noteThresholdMet(now: number): void {
