@@ -10,6 +10,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import type net from 'node:net';
+import { bootId } from '../shared/boot-id.js';
 import {
   asMigrationError,
   ChecksumError,
@@ -83,6 +84,7 @@ export class IncomingMigration {
   #checkpoints: Record<string, number> = {};
   #vcpuReady: Promise<void> = Promise.resolve();
   #migrationId: Buffer = Buffer.alloc(16);
+  readonly #bootId = bootId();
   #pages: DestinationPageChannels | null = null;
   #approvals: Record<string, number> = {};
   #prepStarted: Record<string, { at: number; ms: number }> = {};
@@ -195,6 +197,7 @@ export class IncomingMigration {
     } else {
       this.#guest = Guest.incoming(config.ramSize, config.pageSize);
       this.#preallocMs = this.#guest.memory.prefault();
+      this.onGuest?.(this.#guest);
     }
     this.#config = config;
     const g = (config.guest ?? {}) as Partial<Record<keyof WorkloadOptions, unknown>>;
@@ -258,8 +261,12 @@ export class IncomingMigration {
         if (this.opts.capabilities['switchover-ack'] && this.#loadvm!.ackPending === 0)
           await this.rp.send({ type: 'switchover-ack' });
         return;
-      case 2: // PING
-        return this.rp.send({ type: 'pong', value: readPing(payload) });
+      case 2: {
+        // PING: PONG as QEMU, then our TIME (this side's clock) for the source's offset estimate
+        const value = readPing(payload);
+        await this.rp.send({ type: 'pong', value });
+        return this.rp.send({ type: 'time', body: { value, t: monotonicMs(), boot: this.#bootId } });
+      }
       case 32: {
         // PAGE_CHANNELS
         if (!this.#pages)
@@ -359,6 +366,9 @@ export class IncomingMigration {
       report: { status: 'failed', 'error-desc': err.message, 'error-code': err.code },
     });
   }
+
+  /** Called when the guest is allocated on configuration (no --ram preallocation). */
+  onGuest?: (g: Guest) => void;
 
   get guest(): Guest | null {
     return this.#guest;

@@ -8,6 +8,7 @@ import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
 import { type DeviceSpec, destinationDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { Guest } from '../shared/guest/guest.js';
+import { GuestServiceThread } from '../shared/guest/service-thread.js';
 import { describeTls } from '../shared/tls/config.js';
 import { destinationSecurity } from '../shared/tls/policy.js';
 import { reportTable } from '../source/report.js';
@@ -66,9 +67,15 @@ async function main(): Promise<number> {
   if (security.tls && !o.quiet)
     process.stderr.write(`switchover-destination: ${describeTls(security.tls, 'server')}\n`);
   process.stdout.write(`${bound.host.includes(':') ? `[${bound.host}]` : bound.host}:${bound.port}\n`);
+  const service = new GuestServiceThread();
+  const served = await service.start(o.service.host, o.service.port);
+  if (guest) service.attach(guest.memory);
+  else incoming.onGuest = (g) => service.attach(g.memory);
+  process.stderr.write(`switchover-destination: guest service on ${served.host}:${served.port}\n`);
   const result = await incoming.done;
   listener.close();
   if (result.status === 'completed' && o.lingerMs > 0) await new Promise((r) => setTimeout(r, o.lingerMs));
+  service.close();
   await incoming.guest?.shutdown();
   result.report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
   if (o.json) await writeFile(o.json, `${JSON.stringify(result.report, null, 2)}\n`);

@@ -236,13 +236,20 @@ async function probe(opts: ProbeOptions): Promise<number> {
   process.off('SIGTERM', onSignal);
   await Promise.all(targets.map((tg) => new Promise<void>((r) => tg.socket.close(() => r()))));
 
-  const g = longestGap(replyTimes);
+  // With several targets, the gap that matters is the handover: the silence between the last reply
+  // from one address and the first from another (the guest moved). Other silences, e.g. a host too
+  // busy to schedule the service for a while, are reported as longest-gap.
+  const longest = longestGap(replyTimes);
+  const handover = handoverGap(replyTimes, replyTarget);
+  const g = handover ?? longest;
   const gi = g.gap > 0 ? replyTimes.indexOf(g.end!) : -1;
   const sortedRtt = [...rtts].sort((a, b) => a - b);
   const replies = replyTimes.length;
   const sent = targets.reduce((a, tg) => a + tg.sent, 0);
   const result = {
     'service-downtime': replies ? r3(g.gap) : null,
+    'longest-gap': replies ? r3(longest.gap) : null,
+    handover: handover !== null,
     interval: r3(meanInterval(roundTimes) ?? opts.interval),
     replies,
     sent,
@@ -278,3 +285,14 @@ runCli('probe', USAGE, async () => {
   }
   return probe(opts);
 });
+
+/** The longest silence between consecutive replies from different targets, or null if none changed. */
+function handoverGap(times: number[], target: number[]): { gap: number; start: number; end: number } | null {
+  let best: { gap: number; start: number; end: number } | null = null;
+  for (let i = 1; i < times.length; i++) {
+    if (target[i] === target[i - 1]) continue;
+    const gap = times[i]! - times[i - 1]!;
+    if (!best || gap > best.gap) best = { gap, start: times[i - 1]!, end: times[i]! };
+  }
+  return best;
+}

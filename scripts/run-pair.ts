@@ -4,18 +4,41 @@
  * prints one merged report (source view + destination's verification and guest self-check).
  *
  * Options: everything `source` takes (see --help). `--dump-ram DIR` writes DIR/source.ram and
- * DIR/destination.ram; `--json FILE` writes the merged report. Exit 0 completed and verified,
- * 1 failed, 2 bad usage.
+ * DIR/destination.ram; `--json FILE` writes the merged report. `--tls x509|psk` generates throwaway
+ * credentials in the run's temp directory (x509 with the openssl command: CA, server and client
+ * certificates, so verify-peer is on; psk with node:crypto) and gives them to both sides.
+ * Exit 0 completed and verified, 1 failed, 2 bad usage.
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
-import { ErrorCode, MigrationError } from '../shared/errors.js';
+import { OPTION_SPEC, parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
+import { ErrorCode, MigrationError, ParameterError } from '../shared/errors.js';
+import { parseProgressLine } from '../shared/progress.js';
+import { ProgressBar } from '../shared/progress-bar.js';
+import { generatePsk, generateX509 } from '../shared/tls/generate.js';
 import { reportTable } from '../source/report.js';
+import { ServiceProbe } from './lib/service-probe.js';
 import { spawnSide } from './lib/spawn-side.js';
 
-const USAGE = `usage: npm start -- [options]\n\nRuns destination and source as two processes on 127.0.0.1 and migrates once.\n\n${USAGE_OPTIONS}`;
+const USAGE = `usage: npm start -- [--tls x509|psk] [options]\n\nRuns destination and source as two processes on 127.0.0.1 and migrates once.\n  --tls x509|psk             TLS on every channel with throwaway credentials made for this run\n\n${USAGE_OPTIONS}`;
+
+/** Removes `--tls MODE` (pair only) from argv; returns the mode. */
+function takeTls(argv: string[]): 'x509' | 'psk' | undefined {
+  const i = argv.findIndex((a) => a === '--tls' || a.startsWith('--tls='));
+  if (i < 0) return undefined;
+  const [arg] = argv.splice(i, 1);
+  const mode = arg!.includes('=') ? arg!.slice(6) : argv.splice(i, 1)[0];
+  if (mode !== 'x509' && mode !== 'psk')
+    throw new ParameterError(ErrorCode.USAGE, `--tls: '${mode ?? ''}' is not one of x509, psk`);
+  return mode;
+}
+
+const BOOLEAN = new Set(
+  Object.entries(OPTION_SPEC)
+    .filter(([, spec]) => spec.type === 'boolean')
+    .map(([name]) => `--${name}`),
+);
 
 /** Options that only make sense for one side or that pair rewrites. */
 const PAIR_ONLY = new Set([
@@ -34,7 +57,7 @@ function passThrough(argv: string[]): string[] {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const name = a.split('=')[0]!;
-    const takesValue = !a.includes('=') && name !== '--quiet' && name !== '--help';
+    const takesValue = !a.includes('=') && !BOOLEAN.has(name);
     if (PAIR_ONLY.has(name)) {
       if (takesValue) i++;
       continue;
@@ -47,6 +70,7 @@ function passThrough(argv: string[]): string[] {
 
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
+  const tlsMode = takeTls(argv);
   const o = parseCommon(argv);
   if (o.help) {
     process.stdout.write(`${USAGE}\n`);
@@ -58,12 +82,40 @@ async function main(): Promise<number> {
   if (!argv.some((a) => a === '--capabilities' || a.startsWith('--capabilities=')))
     common.push('--capabilities', 'return-path');
   const work = join(tmpdir(), `switchover-pair-${process.pid}-${Date.now()}`);
-  await mkdir(work, { recursive: true });
+  await mkdir(work, { recursive: true, mode: 0o700 });
+  if (tlsMode === 'x509') common.push('--tls-creds', await generateX509(join(work, 'tls')));
+  if (tlsMode === 'psk') common.push('--tls-psk', await generatePsk(join(work, 'keys.psk')));
   if (o.dumpRam) await mkdir(o.dumpRam, { recursive: true });
   const dstJson = join(work, 'destination.json');
   const srcJson = join(work, 'source.json');
+  const bar = !o.quiet && process.stderr.isTTY ? new ProgressBar() : null;
   const log = (l: string) => {
-    if (!o.quiet) process.stderr.write(`${l}\n`);
+    if (o.quiet) return;
+    bar?.clear();
+    process.stderr.write(`${l}\n`);
+  };
+  const onProgress = (l: string) => {
+    const p = parseProgressLine(l);
+    if (!bar || !p) return log(l);
+    bar.update({
+      status: p.status!,
+      remaining: Number(p.remaining),
+      total: o.ramBytes,
+      transferred: Number(p.transferred),
+      mbps: Number(p.mbps),
+      dirtyPagesRate: Number(p['dirty-pages-rate']),
+      iteration: Number(p.iteration),
+      expectedDowntime: Number(p['expected-downtime']),
+    });
+  };
+  const services: string[] = [];
+  const probe = new ServiceProbe(work);
+  const noteService = (l: string) => {
+    const m = /guest service on (\S+)$/.exec(l);
+    if (!m) return false;
+    services.push(m[1]!);
+    if (services.length === 2) probe.start(services);
+    return true;
   };
   const dst = spawnSide(
     'destination',
@@ -78,7 +130,7 @@ async function main(): Promise<number> {
       '--quiet',
       ...(o.dumpRam ? ['--dump-ram', join(o.dumpRam, 'destination.ram')] : []),
     ],
-    { onStderrLine: (l) => log(`[destination] ${l}`) },
+    { onStderrLine: (l) => noteService(l) || log(`[destination] ${l}`) },
   );
   const address = await dst.firstLine;
   if (!/:\d+$/.test(address)) {
@@ -97,13 +149,19 @@ async function main(): Promise<number> {
       ...(o.quiet ? ['--quiet'] : []),
       ...(o.dumpRam ? ['--dump-ram', join(o.dumpRam, 'source.ram')] : []),
     ],
-    { onStderrLine: (l) => log(l.startsWith('progress ') ? l : `[source] ${l}`) },
+    {
+      onStderrLine: (l) =>
+        noteService(l) || (l.startsWith('progress ') ? onProgress(l) : log(`[source] ${l}`)),
+    },
   );
   const onSignal = () => src.kill('SIGINT');
   process.once('SIGINT', onSignal);
   const [srcCode, dstCode] = await Promise.all([src.exited, dst.exited]);
   process.off('SIGINT', onSignal);
+  bar?.done();
+  const probeResult = await probe.stop();
   const report = await mergeReports(srcJson, dstJson);
+  if (probeResult) report.probe = probeResult;
   await rm(work, { recursive: true, force: true });
   report['exit-codes'] = { source: srcCode, destination: dstCode };
   if (o.json) await writeFile(o.json, `${JSON.stringify(report, null, 2)}\n`);

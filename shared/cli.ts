@@ -34,6 +34,7 @@ export const OPTION_SPEC = {
   timeout: { type: 'string' },
   'stall-timeout': { type: 'string' },
   'retry-connect': { type: 'string' },
+  service: { type: 'string', default: '127.0.0.1:0' },
   json: { type: 'string' },
   'dump-ram': { type: 'string' },
   timeline: { type: 'string' },
@@ -65,6 +66,8 @@ export interface CommonOptions {
   switchoverPolicy: 'floor' | 'qemu';
   /** A channel with no progress (or no PONG) for this long fails the migration; 0 = never. */
   stallTimeoutMs: number;
+  /** Where the guest's UDP echo service listens (for an outside probe). */
+  service: { host: string; port: number };
   /** Source: after a failed migration, migrate the same running guest to this address. */
   retryConnect?: { host: string; port: number };
   json?: string;
@@ -103,6 +106,7 @@ Migration (QEMU names):
                              so downtime nears the floor; qemu: switch as soon as it fits the limit
   --timeout MS               fail if not completed after MS (default 0 = never)
   --stall-timeout MS         fail when a channel makes no progress / no PONG for MS (default 10000; 0 = never)
+  --service HOST:PORT        the guest's UDP echo service (default 127.0.0.1:0; printed on stderr)
   --retry-connect HOST:PORT  source: after a failed migration, migrate the still-running guest there
 Security (QEMU tls-creds; TLS covers every channel):
   --tls-creds DIR            x509: destination DIR/server-cert.pem, server-key.pem [, ca-cert.pem = verify-peer];
@@ -203,6 +207,7 @@ export function parseCommon(argv: string[]): CommonOptions {
     timeoutMs: v.timeout ? parseDuration(v.timeout, '--timeout') : 0,
     switchoverPolicy: oneOf(v['switchover-policy']!, ['floor', 'qemu'] as const, '--switchover-policy'),
     stallTimeoutMs: v['stall-timeout'] ? parseDuration(v['stall-timeout'], '--stall-timeout') : 10_000,
+    service: parseHostPort(v.service!, '--service'),
     retryConnect: v['retry-connect'] ? parseHostPort(v['retry-connect'], '--retry-connect') : undefined,
     json: v.json,
     dumpRam: v['dump-ram'],

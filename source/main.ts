@@ -8,6 +8,7 @@ import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
 import { parseDeviceSpecs, sourceDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { Guest } from '../shared/guest/guest.js';
+import { GuestServiceThread } from '../shared/guest/service-thread.js';
 import { formatProgressLine } from '../shared/progress.js';
 import { sourceSecurity } from '../shared/tls/policy.js';
 import { SourceMigration } from './migration.js';
@@ -28,6 +29,10 @@ async function main(): Promise<number> {
   const guest = Guest.boot({ ramBytes: o.ramBytes, seed: o.seed, fill: o.fill });
   const workload = { dirtyRate: o.dirtyRate, pattern: o.pattern, dirtyRange: o.dirtyRange };
   await guest.start(workload);
+  const service = new GuestServiceThread();
+  const served = await service.start(o.service.host, o.service.port);
+  service.attach(guest.memory);
+  process.stderr.write(`switchover-source: guest service on ${served.host}:${served.port}\n`);
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());
   process.once('SIGTERM', () => abort.abort());
@@ -75,6 +80,7 @@ async function main(): Promise<number> {
     await new Promise((r) => setTimeout(r, 100));
     report.guest['running-after-failure'] = guest.running && guest.heartbeat().tick > before;
   }
+  service.close();
   await guest.shutdown();
   if (o.json) await writeFile(o.json, `${JSON.stringify(report, null, 2)}\n`);
   if (!o.quiet) process.stdout.write(`${reportTable(report)}\n`);

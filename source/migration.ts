@@ -29,6 +29,7 @@ import type { ChannelWriter } from '../shared/socket-io.js';
 import { MigrationStatus as S, StateCell } from '../shared/state.js';
 import { TraceEvent, Tracer } from '../shared/trace.js';
 import { connectChannel, MAIN, RETURN_PATH, readReturnPath } from './channel.js';
+import { ClockOffset } from './clock-offset.js';
 import { ImageDigestSaver } from './image-digest.js';
 import { RamSaver } from './ram-save.js';
 import { MultifdRamSaver } from './ram-save-multifd.js';
@@ -38,6 +39,7 @@ import { SaveVm } from './savevm.js';
 import { ConvergenceMeter } from './switchover.js';
 
 const PING_INTERVAL_MS = 1000;
+const CLOCK_PINGS = 8;
 const IDLE_WAIT_MS = 20;
 export const DEFAULT_STALL_MS = 10_000;
 
@@ -180,7 +182,12 @@ export class SourceMigration {
     );
     if (this.#rp) {
       await this.#main.write(encodeOpenReturnPath());
-      await this.#main.write(encodePing(1));
+      // a burst of pings: the best round trip gives the clock offset (two hosts), PONG proves the path
+      for (let v = 1; v <= CLOCK_PINGS; v++) {
+        this.#clock.noteSent(v, monotonicMs());
+        await this.#main.write(encodePing(v));
+      }
+      this.#pingSeq = CLOCK_PINGS;
     }
     if (this.ram instanceof MultifdRamSaver) {
       // page workers listen on the address the destination already reaches us from
@@ -202,6 +209,7 @@ export class SourceMigration {
   readonly #migrationId = randomBytes(16);
   #lastThresholdOk = false;
   #pageBytesSeen = 0;
+  readonly #clock = new ClockOffset();
   #pingSeq = 1;
   #lastPingAt = 0;
   #lastPongAt = 0;
@@ -215,7 +223,8 @@ export class SourceMigration {
     if (this.#lastPongAt === 0) this.#lastPongAt = now;
     if (now - this.#lastPingAt >= PING_INTERVAL_MS) {
       this.#lastPingAt = now;
-      const { accepted } = this.#main!.writeTracked(encodePing(++this.#pingSeq));
+      this.#clock.noteSent(++this.#pingSeq, now);
+      const { accepted } = this.#main!.writeTracked(encodePing(this.#pingSeq));
       accepted.catch(() => {});
     }
     const stall = this.opts.stallTimeoutMs ?? DEFAULT_STALL_MS;
@@ -348,6 +357,9 @@ export class SourceMigration {
         break;
       case 'pong':
         this.#lastPongAt = monotonicMs();
+        break;
+      case 'time':
+        this.#clock.noteAnswer(Number(m.body.value), Number(m.body.t), monotonicMs(), m.body.boot);
         break;
       case 'shut':
         this.#shut = { status: m.status };
@@ -496,7 +508,11 @@ export class SourceMigration {
       iterations: this.ram.tracker.syncCount,
       capabilities: enabledCapabilities(this.opts.capabilities),
       parameters: { ...this.opts.parameters, 'switchover-policy': this.opts.switchoverPolicy ?? 'floor' },
-      guest: { ticks: this.opts.guest.heartbeat().tick, ...(dst.guest as object | undefined) },
+      guest: {
+        ticks: this.opts.guest.heartbeat().tick,
+        ...(dst.guest as object | undefined),
+        ...this.#observed(dst.gap),
+      },
       integrity: {
         'digest-source': this.#digest.digest || null,
         ...(dst.integrity as object | undefined),
@@ -513,6 +529,7 @@ export class SourceMigration {
     }
     Object.assign(report, this.#meter.reportFields(this.opts.capabilities['switchover-ack'], this.#acked));
     report['downtime-breakdown'] = this.#breakdown(dst.checkpoints as Record<string, number> | undefined);
+    report['downtime-start-t'] = this.tracer.records.find((r) => r.name === 'src-downtime-start')?.t;
     report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
     report.devices = this.#deviceReport(dst.devices as Record<string, Record<string, unknown>> | undefined);
     report['downtime-expected-vs-actual'] = ok
@@ -535,9 +552,29 @@ export class SourceMigration {
     );
     const start = src['src-downtime-start'];
     if (start === undefined) return undefined;
-    const all: [string, number][] = [...Object.entries(src), ...Object.entries(dst ?? {})];
+    const offset = this.#clock.estimate()?.offset ?? 0; // destination times onto the source clock
+    const all: [string, number][] = [
+      ...Object.entries(src),
+      ...Object.entries(dst ?? {}).map(([k, t]): [string, number] => [k, t - offset]),
+    ];
     all.sort((a, b) => a[1] - b[1]);
     return Object.fromEntries(all.map(([k, t]) => [k, round2(t - start)]));
+  }
+
+  /**
+   * guest.observed-downtime: the guest's own gap, from its last heartbeat on the source (source clock)
+   * to its first on the destination (destination clock, corrected by the measured offset).
+   */
+  #observed(gap: unknown): Record<string, number | string> {
+    const g = gap as { gapStartMs?: number; gapEndMs?: number } | undefined;
+    const clock = this.#clock.estimate();
+    if (!g?.gapStartMs || !g.gapEndMs || !clock) return {};
+    return {
+      'observed-downtime': round2(g.gapEndMs - clock.offset - g.gapStartMs),
+      clock: clock.kind,
+      'clock-offset': round2(clock.offset),
+      'clock-uncertainty': round2(clock.uncertainty),
+    };
   }
 
   /** devices.<id>.{transferred, initial-bytes, prep-ms}: source counters plus the destination's measurements. */

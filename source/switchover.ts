@@ -72,7 +72,10 @@ export class ConvergenceMeter {
     if (round && now < round.until) return false;
     if (round && (pendingBytes >= round.base * 0.5 || this.#extraRounds >= MAX_EXTRA_ROUNDS)) return true;
     const bw = this.bandwidth > 0 ? this.bandwidth : 1;
-    this.#extra = { base: pendingBytes, until: now + Math.min(pendingBytes / bw, this.params['downtime-limit']) };
+    this.#extra = {
+      base: pendingBytes,
+      until: now + Math.min(pendingBytes / bw, this.params['downtime-limit']),
+    };
     this.#extraRounds++;
     return false;
   }
