@@ -41,16 +41,7 @@ const BOOLEAN = new Set(
 );
 
 /** Options that only make sense for one side or that pair rewrites. */
-const PAIR_ONLY = new Set([
-  '--json',
-  '--dump-ram',
-  '--timeline',
-  '--metrics-port',
-  '--quiet',
-  '--connect',
-  '--listen',
-  '--linger',
-]);
+const PAIR_ONLY = new Set(['--json', '--dump-ram', '--quiet', '--connect', '--listen', '--linger']);
 
 function passThrough(argv: string[]): string[] {
   const out: string[] = [];

@@ -73,6 +73,7 @@ export interface CommonOptions {
   json?: string;
   dumpRam?: string;
   timeline?: string;
+  metricsPort?: number;
   lingerMs: number;
   /** x509 credentials directory (QEMU tls-creds-x509 file names); TLS on every channel. */
   tlsCreds?: string;
@@ -118,6 +119,8 @@ Security (QEMU tls-creds; TLS covers every channel):
 Output:
   --json FILE                write the report as JSON
   --dump-ram PATH            test oracle: write guest RAM (source: as stopped; destination: before resume)
+  --timeline FILE            source/pair: a chart of the migration (.svg, or .png via rsvg-convert)
+  --metrics-port N           source/pair: Prometheus metrics on 127.0.0.1:N/metrics (0 = any port)
   --quiet                    no progress output
   --help                     this text`;
 
@@ -212,6 +215,7 @@ export function parseCommon(argv: string[]): CommonOptions {
     json: v.json,
     dumpRam: v['dump-ram'],
     timeline: v.timeline,
+    metricsPort: v['metrics-port'] === undefined ? undefined : num(v['metrics-port'], '--metrics-port', 0),
     lingerMs: v.linger ? parseDuration(v.linger, '--linger') : 0,
     tlsCreds: v['tls-creds'],
     tlsPsk: v['tls-psk'],

@@ -10,9 +10,12 @@ import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { Guest } from '../shared/guest/guest.js';
 import { GuestServiceThread } from '../shared/guest/service-thread.js';
 import { formatProgressLine } from '../shared/progress.js';
+import { renderTimeline } from '../shared/timeline.js';
 import { sourceSecurity } from '../shared/tls/policy.js';
+import { MetricsServer } from './metrics.js';
 import { SourceMigration } from './migration.js';
 import { reportTable } from './report.js';
+import { timelineData } from './timeline-data.js';
 
 const USAGE = `usage: npm run source -- --connect HOST:PORT [options]\n\n${USAGE_OPTIONS}`;
 
@@ -36,11 +39,16 @@ async function main(): Promise<number> {
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());
   process.once('SIGTERM', () => abort.abort());
-  const migrateTo = (target: { host: string; port: number }) =>
-    new SourceMigration({
+  const metrics = o.metricsPort === undefined ? null : new MetricsServer();
+  if (metrics)
+    process.stderr.write(
+      `switchover-source: metrics on http://127.0.0.1:${await metrics.listen(o.metricsPort!)}/metrics\n`,
+    );
+  let last: SourceMigration | null = null;
+  const migrateTo = (target: { host: string; port: number }) => {
+    last = new SourceMigration({
       host: target.host,
       port: target.port,
-      channelOptions: { tls: security.tls },
       guest,
       capabilities: o.capabilities,
       parameters: o.parameters,
@@ -56,8 +64,13 @@ async function main(): Promise<number> {
       timeoutMs: o.timeoutMs,
       switchoverPolicy: o.switchoverPolicy,
       stallTimeoutMs: o.stallTimeoutMs,
-      onProgress: o.quiet ? undefined : (p) => process.stderr.write(`${formatProgressLine(p)}\n`),
-    }).run();
+      onProgress: (p) => {
+        metrics?.update(p);
+        if (!o.quiet) process.stderr.write(`${formatProgressLine(p)}\n`);
+      },
+    });
+    return last.run();
+  };
   let report = await migrateTo(o.connect);
   if (report.status === 'failed' && o.retryConnect) {
     // the guest kept running on this side: try again, the same guest, to a fresh destination
@@ -73,6 +86,16 @@ async function main(): Promise<number> {
       'total-time': first['total-time'],
     };
   }
+  metrics?.finish(report);
+  if (o.timeline && last) {
+    const data = timelineData(
+      (last as SourceMigration).tracer.records,
+      guest.memory.pageSize,
+      `switchover: ${report.status}, downtime ${report.downtime ?? '-'} ms`,
+    );
+    const out = await renderTimeline(data, o.timeline);
+    report.timeline = out.png ?? out.svg;
+  }
   if (report.status === 'completed' && o.dumpRam) await writeFile(o.dumpRam, guest.memory.bytes);
   if (report.status !== 'completed') {
     // the guest must still be running: prove it with two heartbeats 100 ms apart
@@ -81,6 +104,7 @@ async function main(): Promise<number> {
     report.guest['running-after-failure'] = guest.running && guest.heartbeat().tick > before;
   }
   service.close();
+  metrics?.close();
   await guest.shutdown();
   if (o.json) await writeFile(o.json, `${JSON.stringify(report, null, 2)}\n`);
   if (!o.quiet) process.stdout.write(`${reportTable(report)}\n`);

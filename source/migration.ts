@@ -418,11 +418,12 @@ export class SourceMigration {
       this.ram.tracker.pending * this.opts.guest.memory.pageSize,
     );
     this.tracer.emit(TraceEvent.ITERATION, {
-      remaining: this.ram.tracker.pending * this.opts.guest.memory.pageSize,
+      remaining: this.ram.pendingEstimate().mustPrecopy,
       transferred: this.#transferred(),
       mbps: this.#meter.mbps,
       expectedDowntime: this.#meter.expectedDowntime,
       sync: this.ram.tracker.syncCount,
+      dirtyPagesRate: this.ram.tracker.dirtyPagesRate,
     });
     this.opts.onProgress?.(this.#progress(now));
   }
@@ -430,7 +431,7 @@ export class SourceMigration {
   #progress(now: number): Progress {
     return {
       status: this.state.status,
-      remaining: this.ram.tracker.pending * this.opts.guest.memory.pageSize,
+      remaining: this.ram.pendingEstimate().mustPrecopy,
       transferred: this.#transferred(),
       mbps: this.#meter.mbps,
       dirtyPagesRate: this.ram.tracker.dirtyPagesRate,

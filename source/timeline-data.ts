@@ -1,0 +1,28 @@
+/** Builds the timeline chart's data from a migration's trace records (ms since the migration began). */
+import type { TimelineData } from '../shared/timeline.js';
+import { TraceEvent, type TraceRecord } from '../shared/trace.js';
+
+export function timelineData(records: TraceRecord[], pageSize: number, title: string): TimelineData {
+  const t0 = records.find((r) => r.event === TraceEvent.STATE && r.to === 'setup')?.t ?? records[0]?.t ?? 0;
+  const rel = (t: number) => Math.round((t - t0) * 100) / 100;
+  const samples = records
+    .filter((r) => r.event === TraceEvent.ITERATION)
+    .map((r) => ({
+      t: rel(r.t),
+      remaining: Number(r.remaining),
+      transferredRate: (Number(r.mbps) * 1e6) / 8,
+      dirtyRate: Number(r.dirtyPagesRate ?? 0) * pageSize,
+    }));
+  const checkpoint = (name: string) =>
+    records.find((r) => r.event === TraceEvent.CHECKPOINT && r.name === name)?.t;
+  const start = checkpoint('src-downtime-start');
+  const end = checkpoint('src-downtime-end');
+  const ack = records.find((r) => r.event === TraceEvent.SWITCHOVER_ACK)?.t;
+  return {
+    title,
+    samples,
+    iterations: records.filter((r) => r.event === TraceEvent.DIRTY_SYNC).map((r) => rel(r.t)),
+    ackAt: ack === undefined ? undefined : rel(ack),
+    downtime: start !== undefined && end !== undefined ? { start: rel(start), end: rel(end) } : undefined,
+  };
+}
