@@ -46,6 +46,15 @@ let run = 0;
 let pagesThisRound = 0;
 let failed = false;
 let closing = false;
+let current: net.Socket | null = null;
+/**
+ * Fault injection for tests: SWITCHOVER_TEST_CHANNEL_DELAY=INDEX:MS makes page channel INDEX pause
+ * MS after every batch, so its data lands late, the way a congested path would deliver it.
+ */
+const [slowIndex, slowMs] = (process.env.SWITCHOVER_TEST_CHANNEL_DELAY ?? '-1:0').split(':').map(Number) as [
+  number,
+  number,
+];
 
 class FrameError extends Error {
   constructor(
@@ -123,6 +132,11 @@ function finishBatch(): void {
   Atomics.add(verified, cfg.index, count);
   pagesThisRound += count;
   next('header');
+  if (cfg.index === slowIndex && slowMs > 0 && current) {
+    const s = current;
+    s.pause();
+    setTimeout(() => s.resume(), slowMs);
+  }
 }
 
 function next(s: typeof state): void {
@@ -177,6 +191,7 @@ function connect(host: string, port: number): void {
       },
     },
   });
+  current = socket;
   socket.setKeepAlive(true, 1000);
   socket.on('connect', () => {
     socket.write(
