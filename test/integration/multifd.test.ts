@@ -6,7 +6,7 @@
  * digest or the guest's self-check would disagree.
  */
 import t from 'tap';
-import { runMigration } from '../helpers/pair.js';
+import { runMigration, startSide, waitExit } from '../helpers/pair.js';
 
 const cases: {
   name: string;
@@ -86,8 +86,13 @@ for (const c of cases) {
 
 t.test('multifd without return-path is refused on both sides (rounds are confirmed on it)', async (t) => {
   t.setTimeout(60_000);
-  const r = await runMigration(t, { ram: '16M', capabilities: 'multifd', dumpRam: false, timeoutMs: 30_000 });
-  t.equal(r.srcCode, 2);
-  t.equal(r.dstCode, 2);
-  t.ok(r.srcStderr.some((l) => l.includes("Capability 'multifd' requires capability 'return-path'")));
+  for (const role of ['source', 'destination'] as const) {
+    const where = role === 'source' ? ['--connect', '127.0.0.1:9'] : ['--listen', '127.0.0.1:0'];
+    const side = startSide(t, role, [...where, '--ram', '16M', '--capabilities', 'multifd']);
+    t.equal(await waitExit(side, 30_000), 2, `${role} exits 2 (usage)`);
+    t.ok(
+      side.stderrLines.some((l) => l.includes("Capability 'multifd' requires capability 'return-path'")),
+      `${role} names the rule`,
+    );
+  }
 });
