@@ -1,0 +1,132 @@
+/**
+ * Bandwidth and convergence, two real processes over loopback TCP:
+ *  - max-bandwidth is honoured: the completed report's ram.mbps is within 10 % of the cap
+ *    (40 MiB/s × 8 / 1e6 = 335.5 Mbit/s);
+ *  - a guest dirtying faster than the cap does not converge: --timeout fails the migration with
+ *    MIG_ERR_NOT_CONVERGING and the guest keeps running on the source;
+ *  - the same migration cancelled by SIGINT after ~1.5 s: status cancelled, exit 1, guest running.
+ */
+import t from 'tap';
+import {
+  assertNoErrorLine,
+  assertOneLineError,
+  runMigration,
+  signal,
+  waitProgress,
+} from '../helpers/pair.js';
+
+const MIB = 1024 * 1024;
+
+t.setTimeout(90_000);
+
+t.test('max-bandwidth 40M: ram.mbps within 10 % of 335.5 Mbit/s', async (t) => {
+  t.setTimeout(40_000);
+  const cap = (40 * MIB * 8) / 1e6; // 335.54432 Mbit/s
+  const r = await runMigration(t, {
+    ram: '128M',
+    source: ['--max-bandwidth', '40M', '--dirty-rate', '4M', '--dirty-pattern', 'uniform'],
+    dumpRam: false,
+    timeoutMs: 35_000,
+  });
+  const src = r.srcReport ?? {};
+  const diag = {
+    'source-stderr': r.srcStderr.filter((l) => !l.startsWith('progress ')),
+    'destination-stderr': r.dstStderr,
+  };
+  t.equal(r.timedOut, false, 'both processes exited on their own', diag);
+  t.equal(src.status, 'completed', 'completed', { 'error-code': src['error-code'], ...diag });
+  t.equal(r.srcCode, 0, 'source exits 0');
+  t.equal(r.dstCode, 0, 'destination exits 0');
+  assertNoErrorLine(t, r.srcStderr);
+  assertNoErrorLine(t, r.dstStderr);
+  t.equal(src.integrity?.match, true, 'integrity.match');
+  t.equal(src.guest?.['self-check']?.ok, true, 'self-check ok');
+  const mbps = Number(src.ram?.mbps);
+  t.ok(Math.abs(mbps - cap) <= cap * 0.1, `ram.mbps ${mbps} within 10 % of ${cap.toFixed(1)}`, {
+    mbps,
+    expected: cap,
+    transferred: src.ram?.transferred,
+    'total-time': src['total-time'],
+    'setup-time': src['setup-time'],
+    downtime: src.downtime,
+    'downtime-bytes': src.ram?.['downtime-bytes'],
+  });
+});
+
+/** Source args of the non-converging case: a guest dirtying 64 MiB/s behind an 8 MiB/s cap. */
+const NOT_CONVERGING = ['--max-bandwidth', '8M', '--dirty-rate', '64M', '--dirty-pattern', 'uniform'];
+
+t.test(
+  'dirty rate above max-bandwidth: MIG_ERR_NOT_CONVERGING at --timeout, guest keeps running',
+  async (t) => {
+    t.setTimeout(30_000);
+    const r = await runMigration(t, {
+      ram: '64M',
+      source: [...NOT_CONVERGING, '--timeout', '3000'],
+      timeoutMs: 25_000,
+    });
+    const src = r.srcReport ?? {};
+    const dst = r.dstReport ?? {};
+    const diag = {
+      'source-stderr': r.srcStderr.filter((l) => !l.startsWith('progress ')),
+      'destination-stderr': r.dstStderr,
+    };
+    t.equal(r.timedOut, false, 'both processes exited on their own', diag);
+    t.equal(src.status, 'failed', 'status failed', diag);
+    t.equal(src['error-code'], 'MIG_ERR_NOT_CONVERGING', 'error-code MIG_ERR_NOT_CONVERGING', {
+      'error-desc': src['error-desc'],
+    });
+    t.equal(src.guest?.['running-after-failure'], true, "guest['running-after-failure']");
+    t.equal(src.ram?.['downtime-bytes'], 0, 'the guest was never stopped for a switchover');
+    t.ok(
+      src['total-time'] >= 3000,
+      `gave up after the timeout, not before (total-time ${src['total-time']})`,
+    );
+    t.ok(src['total-time'] < 6000, `gave up soon after the timeout (total-time ${src['total-time']})`);
+    t.ok(src.ram?.remaining > 0, 'RAM still pending when it gave up');
+    t.equal(r.srcCode, 1, 'source exits 1');
+    assertOneLineError(t, r.srcStderr, /^switchover-source: MIG_ERR_NOT_CONVERGING: /);
+    // the destination sees the stream end mid-load: it fails, with its own one line, guest not started
+    t.equal(r.dstCode, 1, 'destination exits 1', diag);
+    assertOneLineError(t, r.dstStderr, /^switchover-destination: MIG_ERR_(TRUNCATED|PEER_CLOSED): /);
+    t.equal(dst.status, 'failed', 'destination report status failed', diag);
+    t.notOk(dst.guest, 'destination guest never started');
+    t.equal(r.dstDumpExists, false, 'destination never dumped RAM');
+  },
+);
+
+t.test('the same migration cancelled by SIGINT after ~1.5 s: cancelled, exit 1, guest running', async (t) => {
+  t.setTimeout(30_000);
+  let cancelAt: string | undefined;
+  const r = await runMigration(t, {
+    ram: '64M',
+    source: [...NOT_CONVERGING, '--timeout', '3000'],
+    timeoutMs: 25_000,
+    during: async ({ source }) => {
+      // the source's own clock: the first progress line at or after 1.5 s into the migration
+      const p = await waitProgress(source, 10_000, (p) => Number(p['elapsed-ms']) >= 1500);
+      if (!p) return;
+      cancelAt = p['elapsed-ms'];
+      signal(source, 'SIGINT');
+    },
+  });
+  const src = r.srcReport ?? {};
+  const dst = r.dstReport ?? {};
+  const diag = {
+    'source-stderr': r.srcStderr.filter((l) => !l.startsWith('progress ')),
+    'destination-stderr': r.dstStderr,
+  };
+  t.ok(cancelAt, `SIGINT sent at elapsed-ms=${cancelAt}`);
+  t.equal(r.timedOut, false, 'both processes exited on their own', diag);
+  t.equal(src.status, 'cancelled', "status 'cancelled'", { 'error-code': src['error-code'], ...diag });
+  t.equal(src['error-code'], 'MIG_ERR_CANCELLED', 'error-code MIG_ERR_CANCELLED');
+  t.ok(src['total-time'] < 3000, `cancelled before the 3 s timeout (total-time ${src['total-time']})`);
+  t.equal(src.guest?.['running-after-failure'], true, "guest['running-after-failure']");
+  t.equal(r.srcCode, 1, 'source exits 1');
+  assertOneLineError(t, r.srcStderr, /^switchover-source: MIG_ERR_CANCELLED: /);
+  t.equal(r.dstCode, 1, 'destination exits 1', diag);
+  assertOneLineError(t, r.dstStderr, /^switchover-destination: MIG_ERR_(TRUNCATED|PEER_CLOSED): /);
+  t.equal(dst.status, 'failed', 'destination report status failed', diag);
+  t.notOk(dst.guest, 'destination guest never started');
+  t.equal(r.dstDumpExists, false, 'destination never dumped RAM');
+});
