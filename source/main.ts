@@ -49,6 +49,7 @@ async function main(): Promise<number> {
     last = new SourceMigration({
       host: target.host,
       port: target.port,
+      channelOptions: { tls: security.tls },
       guest,
       capabilities: o.capabilities,
       parameters: o.parameters,

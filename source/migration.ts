@@ -15,6 +15,7 @@ import type { Guest } from '../shared/guest/guest.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { SaveHandlers } from '../shared/handlers.js';
 import { agreementSet, type Capabilities, enabledCapabilities, type Parameters } from '../shared/options.js';
+import type { ProgressLine } from '../shared/progress.js';
 import type { RpMessage } from '../shared/protocol/return-path-codec.js';
 import {
   encodeConfiguration,
@@ -67,16 +68,8 @@ export interface MigrateOptions {
   onProgress?: (p: Progress) => void;
 }
 
-export interface Progress {
-  status: string;
-  remaining: number;
-  transferred: number;
-  mbps: number;
-  dirtyPagesRate: number;
-  iteration: number;
-  expectedDowntime: number;
-  elapsedMs: number;
-}
+/** What onProgress receives each 100 ms window (the fields of a `progress` line). */
+export type Progress = ProgressLine;
 
 export class SourceMigration {
   readonly state = new StateCell();

@@ -10,12 +10,12 @@ import { ErrorCode, MigrationError } from '../shared/errors.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { Pending, SaveHandlers, SectionSink } from '../shared/handlers.js';
-import { encodeRamEos, encodeRamGeometry } from '../shared/protocol/ram-records.js';
+import { encodeRamEos } from '../shared/protocol/ram-records.js';
 import { imageDigest } from '../shared/ram/checksum.js';
 import { type PageWorkerEvent, SRC, SRC_WORDS } from '../shared/ram/page-channel.js';
 import { spawnTsWorker } from '../shared/worker/spawn.js';
 import { DirtyTracker } from './dirty-tracker.js';
-import type { RamCounters } from './ram-save.js';
+import { type RamCounters, startRamSave } from './ram-save.js';
 
 const WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
 /** How long one iterate turn waits for a round to finish before giving other handlers a turn. */
@@ -109,11 +109,7 @@ export class MultifdRamSaver implements SaveHandlers {
   }
 
   async saveSetup(sink: SectionSink): Promise<void> {
-    const { pageSize, pageCount } = this.memory;
-    this.tracker.startFullPass(monotonicMs());
-    await sink.emit(
-      encodeRamGeometry({ pageSize, pageCount, blocks: [{ name: 'pc.ram', pages: pageCount }] }),
-    );
+    await startRamSave(this.memory, this.tracker, sink);
   }
 
   pendingEstimate(): Pending {

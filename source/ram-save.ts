@@ -51,11 +51,7 @@ export class RamSaver implements SaveHandlers {
   }
 
   async saveSetup(sink: SectionSink): Promise<void> {
-    const { pageSize, pageCount } = this.memory;
-    this.tracker.startFullPass(monotonicMs());
-    await sink.emit(
-      encodeRamGeometry({ pageSize, pageCount, blocks: [{ name: 'pc.ram', pages: pageCount }] }),
-    );
+    await startRamSave(this.memory, this.tracker, sink);
   }
 
   pendingEstimate(): Pending {
@@ -126,4 +122,15 @@ export class RamSaver implements SaveHandlers {
     this.counters.normal += batch.normalPages;
     for (let i = 0; i < batch.count; i++) this.sentChecksums[batch.indexAt(i)] = batch.checksumAt(i);
   }
+}
+
+/** Setup shared by both RAM savers: every page pending (the first pass), then the geometry as START payload. */
+export async function startRamSave(
+  memory: GuestMemory,
+  tracker: DirtyTracker,
+  sink: SectionSink,
+): Promise<void> {
+  const { pageSize, pageCount } = memory;
+  tracker.startFullPass(monotonicMs());
+  await sink.emit(encodeRamGeometry({ pageSize, pageCount, blocks: [{ name: 'pc.ram', pages: pageCount }] }));
 }

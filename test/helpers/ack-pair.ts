@@ -34,21 +34,9 @@ export interface AckSide extends Side {
   plainStderr(): string[];
 }
 
-export const TIMEOUT: unique symbol = Symbol('timeout');
+import { bounded, sleep, TIMEOUT } from './pair.js';
 
-/** The promise's value, or TIMEOUT after `ms` (the timer never keeps the process alive). */
-export function bounded<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMEOUT> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<typeof TIMEOUT>((resolve) => {
-    timer = setTimeout(() => resolve(TIMEOUT), ms);
-    timer.unref();
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+export { bounded, sleep, TIMEOUT };
 
 /** A temp directory, removed at teardown. */
 export async function tempDir(t: Test): Promise<string> {
