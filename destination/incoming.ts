@@ -138,6 +138,11 @@ export class IncomingMigration {
   }
 
   attachReturnPath(socket: net.Socket): void {
+    // the source's clock probes arrive on the return path's idle direction: answer with our clock
+    this.rp.onTimeProbe = (value) =>
+      void this.rp
+        .send({ type: 'time', body: { value, t: monotonicMs(), boot: this.#bootId } })
+        .catch(() => {});
     this.rp.attach(socket, (e) => {
       if (this.state !== 'running' && this.state !== 'failed') void this.fail(e);
     });
@@ -261,12 +266,8 @@ export class IncomingMigration {
         if (this.opts.capabilities['switchover-ack'] && this.#loadvm!.ackPending === 0)
           await this.rp.send({ type: 'switchover-ack' });
         return;
-      case 2: {
-        // PING: PONG as QEMU, then our TIME (this side's clock) for the source's offset estimate
-        const value = readPing(payload);
-        await this.rp.send({ type: 'pong', value });
-        return this.rp.send({ type: 'time', body: { value, t: monotonicMs(), boot: this.#bootId } });
-      }
+      case 2: // PING
+        return this.rp.send({ type: 'pong', value: readPing(payload) });
       case 32: {
         // PAGE_CHANNELS
         if (!this.#pages)

@@ -73,8 +73,9 @@ async function main(): Promise<number> {
   else incoming.onGuest = (g) => service.attach(g.memory);
   process.stderr.write(`switchover-destination: guest service on ${served.host}:${served.port}\n`);
   const result = await incoming.done;
-  listener.close();
+  // while the guest lingers here, the listener stays open so a second source is refused and logged
   if (result.status === 'completed' && o.lingerMs > 0) await new Promise((r) => setTimeout(r, o.lingerMs));
+  listener.close();
   service.close();
   await incoming.guest?.shutdown();
   result.report['peak-rss'] = process.resourceUsage().maxRSS * 1024;

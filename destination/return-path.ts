@@ -4,8 +4,14 @@
  * accepted, so sending waits (bounded) for it.
  */
 import type net from 'node:net';
-import { ErrorCode, type MigrationError, SocketError } from '../shared/errors.js';
-import { encodeRp, type RpMessage } from '../shared/protocol/return-path-codec.js';
+import {
+  asMigrationError,
+  ErrorCode,
+  type MigrationError,
+  ProtocolError,
+  SocketError,
+} from '../shared/errors.js';
+import { encodeRp, RpFramer, type RpMessage } from '../shared/protocol/return-path-codec.js';
 import { ChannelWriter } from '../shared/socket-io.js';
 import { TraceEvent, type Tracer } from '../shared/trace.js';
 
@@ -15,6 +21,9 @@ export class ReturnPath {
   readonly #openPromise = new Promise<void>((resolve) => {
     this.#opened = resolve;
   });
+
+  /** Called for each clock probe the source sends on the return path. */
+  onTimeProbe?: (value: number) => void;
 
   constructor(private readonly tracer: Tracer) {}
 
@@ -27,7 +36,24 @@ export class ReturnPath {
     socket.on('close', () =>
       onDown(new SocketError(ErrorCode.PEER_CLOSED, 'return path closed by the source')),
     );
-    socket.resume(); // the source sends nothing after its hello; drain anything unexpected
+    // the source sends only clock probes (TIME) this way; anything else is a protocol error
+    const framer = new RpFramer();
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const m of framer.feed(chunk)) {
+          if (m.type !== 'time')
+            throw new ProtocolError(
+              ErrorCode.UNKNOWN_MESSAGE,
+              `return path: unexpected '${m.type}' from the source`,
+            );
+          this.onTimeProbe?.(Number(m.body.value));
+        }
+      } catch (err) {
+        onDown(asMigrationError(err, ErrorCode.MALFORMED));
+        socket.destroy();
+      }
+    });
+    socket.resume(); // the listener paused it after the hello
     this.#opened?.();
   }
 

@@ -16,7 +16,7 @@ import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { SaveHandlers } from '../shared/handlers.js';
 import { agreementSet, type Capabilities, enabledCapabilities, type Parameters } from '../shared/options.js';
 import type { ProgressLine } from '../shared/progress.js';
-import type { RpMessage } from '../shared/protocol/return-path-codec.js';
+import { encodeRp, type RpMessage } from '../shared/protocol/return-path-codec.js';
 import {
   encodeConfiguration,
   encodeEof,
@@ -40,7 +40,7 @@ import { SaveVm } from './savevm.js';
 import { ConvergenceMeter } from './switchover.js';
 
 const PING_INTERVAL_MS = 1000;
-const CLOCK_PINGS = 8;
+const CLOCK_PROBES = 8;
 const IDLE_WAIT_MS = 20;
 export const DEFAULT_STALL_MS = 10_000;
 
@@ -103,6 +103,19 @@ export class SourceMigration {
     this.#limiter = new RateLimiter(opts.parameters['max-bandwidth'], monotonicMs());
     this.state.onChange((from, to) => this.tracer.emit(TraceEvent.STATE, { from, to }));
     opts.signal?.addEventListener('abort', () => this.cancel(), { once: true });
+  }
+
+  /**
+   * Clock-offset probes travel on the return-path socket's idle source→destination direction, not
+   * behind the bulk data on the main channel, so their round trips stay short.
+   */
+  #timeProbes(n: number): void {
+    if (!this.#rp) return;
+    for (let i = 0; i < n; i++) {
+      const value = ++this.#timeSeq;
+      this.#clock.noteSent(value, monotonicMs());
+      this.#rp.writeTracked(encodeRp({ type: 'time', body: { value } })).accepted.catch(() => {});
+    }
   }
 
   /** Records the first error (sticky) and wakes the loop. */
@@ -175,12 +188,8 @@ export class SourceMigration {
     );
     if (this.#rp) {
       await this.#main.write(encodeOpenReturnPath());
-      // a burst of pings: the best round trip gives the clock offset (two hosts), PONG proves the path
-      for (let v = 1; v <= CLOCK_PINGS; v++) {
-        this.#clock.noteSent(v, monotonicMs());
-        await this.#main.write(encodePing(v));
-      }
-      this.#pingSeq = CLOCK_PINGS;
+      await this.#main.write(encodePing(1));
+      this.#timeProbes(CLOCK_PROBES);
     }
     if (this.ram instanceof MultifdRamSaver) {
       // page workers listen on the address the destination already reaches us from
@@ -203,6 +212,7 @@ export class SourceMigration {
   #lastThresholdOk = false;
   #pageBytesSeen = 0;
   readonly #clock = new ClockOffset();
+  #timeSeq = 0;
   #pingSeq = 1;
   #lastPingAt = 0;
   #lastPongAt = 0;
@@ -216,9 +226,9 @@ export class SourceMigration {
     if (this.#lastPongAt === 0) this.#lastPongAt = now;
     if (now - this.#lastPingAt >= PING_INTERVAL_MS) {
       this.#lastPingAt = now;
-      this.#clock.noteSent(++this.#pingSeq, now);
-      const { accepted } = this.#main!.writeTracked(encodePing(this.#pingSeq));
+      const { accepted } = this.#main!.writeTracked(encodePing(++this.#pingSeq));
       accepted.catch(() => {});
+      this.#timeProbes(1);
     }
     const stall = this.opts.stallTimeoutMs ?? DEFAULT_STALL_MS;
     if (this.#rp && stall > 0 && now - this.#lastPongAt > stall) {
@@ -317,7 +327,9 @@ export class SourceMigration {
       monotonicMs() < deadline
     ) {
       if (this.#rp.socket.destroyed || this.#rp.error) return;
-      await this.#sleep(100);
+      // the destination is idle now (no stream to load): its answers give the tightest clock samples
+      this.#timeProbes(1);
+      await this.#sleep(50);
     }
   }
 
