@@ -8,6 +8,7 @@ import { asMigrationError, ErrorCode, type MigrationError, SocketError } from '.
 export class ChannelWriter {
   #error: MigrationError | null = null;
   #bytes = 0;
+  #lastFlushed: Promise<void> = Promise.resolve();
   /** A write that cannot drain for this long fails the channel (0 = wait forever). */
   stallTimeoutMs = 0;
 
@@ -58,6 +59,7 @@ export class ChannelWriter {
       rejectFlushed = rej;
     });
     flushed.catch(() => {});
+    this.#lastFlushed = flushed;
     this.socket.cork();
     list.forEach((c, i) => {
       this.#bytes += c.length;
@@ -69,10 +71,14 @@ export class ChannelWriter {
   }
 
   /** Resolves once everything written so far has been handed to the kernel. */
+  /**
+   * Resolves once everything written so far has left Node's buffer. Waits on the last write's own
+   * callback: 'drain' fires only after a write() that returned false, so a small last write
+   * accepted under the high-water mark would never see one.
+   */
   async flush(): Promise<void> {
     if (this.#error) throw this.#error;
-    if (this.socket.writableLength === 0) return;
-    await this.#drain();
+    await this.#lastFlushed;
   }
 
   #drain(): Promise<void> {

@@ -91,6 +91,7 @@ export class SourceMigration {
   #guestStoppedHere = false;
   /** total-time is frozen here (QEMU); waiting for the guest's self-check report comes after. */
   #completedAt: number | null = null;
+  #downtimeStart = 0;
   /** The destination's own reason, when it sent one: preferred over the socket error it caused. */
   #peerError: MigrationError | null = null;
 
@@ -143,6 +144,15 @@ export class SourceMigration {
       this.state.transition(S.DEVICE, S.COMPLETED);
       await this.#waitGuestReport();
     } catch (err) {
+      if (this.#shut?.status === 0 && this.state.status === S.DEVICE) {
+        // SHUT(0): the guest already runs on the destination. Whatever failed after that, the source
+        // guest must not run too (split brain): the migration is complete.
+        this.tracer.emit(TraceEvent.ERROR, { code: asMigrationError(err).code, after: 'shut', message: String(err) });
+        this.#completedAt ??= monotonicMs();
+        this.#downtime ??= this.#completedAt - this.#downtimeStart;
+        this.state.transition(S.DEVICE, S.COMPLETED);
+        return this.#report();
+      }
       await this.#abort(asMigrationError(err));
     } finally {
       this.#closeChannels();
@@ -209,7 +219,6 @@ export class SourceMigration {
 
   #saveVm: SaveVm | null = null;
   readonly #migrationId = randomBytes(16);
-  #lastThresholdOk = false;
   #pageBytesSeen = 0;
   readonly #clock = new ClockOffset();
   #timeSeq = 0;
@@ -250,7 +259,8 @@ export class SourceMigration {
       if (!this.#limiter.exhausted()) {
         if (this.#tryComplete()) return;
         // nothing to send and not allowed to switch over yet (waiting for the ACK): don't spin
-        idle = (await saveVm.iterate()) && this.#lastThresholdOk;
+        // nothing left to send right now (everything iterated, or waiting for the ACK): don't spin
+        idle = await saveVm.iterate();
       }
       await this.#keepalive();
       this.#updateCounters();
@@ -274,7 +284,6 @@ export class SourceMigration {
   #tryComplete(): boolean {
     const saveVm = this.#saveVm!;
     const threshold = this.#meter.threshold;
-    this.#lastThresholdOk = false;
     let pending = saveVm.pendingEstimate();
     if (pending > threshold) return false;
     pending = saveVm.pendingExact();
@@ -282,7 +291,6 @@ export class SourceMigration {
     this.tracer.emit(TraceEvent.DIRTY_SYNC, { pending, threshold, sync: this.ram.tracker.syncCount });
     if (pending > threshold) return false;
     this.#meter.noteThresholdMet(monotonicMs());
-    this.#lastThresholdOk = true;
     if (!this.#canSwitchover()) return false;
     const policy = this.opts.switchoverPolicy ?? 'floor';
     return this.#meter.shouldSwitchNow(policy, pending, this.opts.guest.memory.pageSize, monotonicMs());
@@ -298,6 +306,7 @@ export class SourceMigration {
     const saveVm = this.#saveVm!;
     const t = this.tracer;
     const downtimeStart = monotonicMs();
+    this.#downtimeStart = downtimeStart;
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-start' });
     this.#guestStoppedHere = this.opts.guest.running;
     await this.opts.guest.stop();
