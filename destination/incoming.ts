@@ -8,8 +8,8 @@
  * resources). The guest starts only after every page verified and the image digest matched;
  * otherwise SHUT(1), an ERROR frame with the reason, and the guest is never started.
  */
-import { writeFile } from 'node:fs/promises';
 import type net from 'node:net';
+import { totalmem } from 'node:os';
 import { bootId } from '../shared/boot-id.js';
 import {
   asMigrationError,
@@ -19,7 +19,9 @@ import {
   ProtocolError,
   SocketError,
 } from '../shared/errors.js';
+import { writeRamDump } from '../shared/guest/dump.js';
 import { Guest, type WorkloadOptions } from '../shared/guest/guest.js';
+import { PAGE_SIZE } from '../shared/guest/layout.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { LoadHandlers } from '../shared/handlers.js';
@@ -200,6 +202,7 @@ export class IncomingMigration {
         );
       }
     } else {
+      checkRamRequest(config.ramSize, config.pageSize);
       this.#guest = Guest.incoming(config.ramSize, config.pageSize);
       this.#preallocMs = this.#guest.memory.prefault();
       this.onGuest?.(this.#guest);
@@ -305,7 +308,7 @@ export class IncomingMigration {
       );
     }
     this.#checkpoint('dst-loadvm-completed');
-    if (this.opts.dumpRam) await writeFile(this.opts.dumpRam, this.#guest!.memory.bytes);
+    if (this.opts.dumpRam) await writeRamDump(this.opts.dumpRam, this.#guest!.memory.bytes);
     await this.#vcpuReady;
     await this.#guest!.resume();
     this.#checkpoint('dst-vm-started');
@@ -410,5 +413,30 @@ class ChunkReader {
     const c = this.#chunks.shift()!;
     if (this.#chunks.length < 4) this.socket.resume();
     return c;
+  }
+}
+
+/**
+ * Without --ram the destination allocates what the source's configuration asks for: refuse sizes it
+ * cannot honestly hold (a hostile or broken peer must not make it allocate without bound).
+ */
+function checkRamRequest(ramSize: number, pageSize: number): void {
+  const cap = Math.floor(totalmem() * 0.75);
+  if (pageSize !== PAGE_SIZE) {
+    throw new ProtocolError(
+      ErrorCode.CONFIG_MISMATCH,
+      `configuration: page size ${pageSize}, this destination supports ${PAGE_SIZE}`,
+    );
+  }
+  if (
+    !Number.isSafeInteger(ramSize) ||
+    ramSize % pageSize !== 0 ||
+    ramSize < 64 * pageSize ||
+    ramSize > cap
+  ) {
+    throw new ProtocolError(
+      ErrorCode.CONFIG_MISMATCH,
+      `configuration: guest RAM of ${ramSize} bytes is not a whole number of pages between ${64 * pageSize} and ${cap} (75 % of this host's memory)`,
+    );
   }
 }

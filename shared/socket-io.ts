@@ -78,7 +78,24 @@ export class ChannelWriter {
    */
   async flush(): Promise<void> {
     if (this.#error) throw this.#error;
-    await this.#lastFlushed;
+    if (this.stallTimeoutMs <= 0) return this.#lastFlushed;
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new SocketError(
+          ErrorCode.TIMEOUT,
+          `${this.name} channel made no progress for ${this.stallTimeoutMs} ms (stall-timeout)`,
+        );
+        this.fail(err);
+        this.socket.destroy();
+        reject(err);
+      }, this.stallTimeoutMs);
+    });
+    try {
+      await Promise.race([this.#lastFlushed, stalled]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #drain(): Promise<void> {

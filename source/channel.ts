@@ -87,40 +87,8 @@ export async function connectChannel(
   const fields = { kind, index: 0, migrationId: opts.migrationId };
   const authTag = kind === Kind.MAIN ? binding.mainTag(socket, fields) : binding.tag(socket, fields);
   const writer = new ChannelWriter(socket, name);
-  if (opts.tls) writer.flush = () => flushByCallback(writer);
   await writer.write(encodeHello({ ...fields, authTag }));
   return writer;
-}
-
-/**
- * ChannelWriter.flush() waits for 'drain' when bytes are still queued, but 'drain' only follows a write
- * that returned false. A TLS socket encrypts asynchronously, so after a write that returned true its
- * writableLength stays > 0 for a moment and no 'drain' ever comes: flush() would wait until the peer
- * closes. The callback of an empty write fires once everything written before it has left Node.
- */
-function flushByCallback(writer: ChannelWriter): Promise<void> {
-  const { socket } = writer;
-  if (writer.error) return Promise.reject(writer.error);
-  if (socket.writableLength === 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer =
-      writer.stallTimeoutMs > 0
-        ? setTimeout(() => {
-            writer.fail(
-              new SocketError(
-                ErrorCode.TIMEOUT,
-                `${writer.name} channel made no progress for ${writer.stallTimeoutMs} ms (stall-timeout)`,
-              ),
-            );
-            socket.destroy();
-          }, writer.stallTimeoutMs)
-        : null;
-    socket.write(Buffer.alloc(0), (err) => {
-      if (timer) clearTimeout(timer);
-      if (err || writer.error) reject(writer.error ?? asMigrationError(err, ErrorCode.SOCKET));
-      else resolve();
-    });
-  });
 }
 
 /**

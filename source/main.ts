@@ -7,6 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
 import { parseDeviceSpecs, sourceDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
+import { writeRamDump } from '../shared/guest/dump.js';
 import { Guest } from '../shared/guest/guest.js';
 import { GuestServiceThread } from '../shared/guest/service-thread.js';
 import { formatProgressLine } from '../shared/progress.js';
@@ -97,7 +98,7 @@ async function main(): Promise<number> {
     const out = await renderTimeline(data, o.timeline);
     report.timeline = out.png ?? out.svg;
   }
-  if (report.status === 'completed' && o.dumpRam) await writeFile(o.dumpRam, guest.memory.bytes);
+  if (report.status === 'completed' && o.dumpRam) await writeRamDump(o.dumpRam, guest.memory.bytes);
   if (report.status !== 'completed') {
     // the guest must still be running: prove it with two heartbeats 100 ms apart
     const before = guest.heartbeat().tick;

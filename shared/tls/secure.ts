@@ -65,6 +65,7 @@ export function secureClient(
     s.once('secureConnect', () => {
       clearTimeout(timer);
       s.removeAllListeners('error');
+      s.on('error', () => {}); // never unhandled: the owner's listeners and 'close' report it
       s.setNoDelay(true);
       resolve(s);
     });
@@ -122,6 +123,9 @@ export function secureServer(socket: net.Socket, cfg: TlsConfig, timeoutMs: numb
     }, timeoutMs);
     server.once('secureConnection', (s: tls.TLSSocket) => {
       clearTimeout(timer);
+      // after the handshake Node drops its own error handler: a peer's RST while we write a refusal
+      // must not become an uncaught exception (the owner's listeners and 'close' report errors)
+      s.on('error', () => {});
       const refusal = cfg.kind === 'x509' ? peerRefusal(s, cfg) : null;
       if (refusal) {
         refusal.socket = s;
@@ -236,7 +240,7 @@ function serverReason(err: Error, cfg: TlsConfig): string {
   if (code === 'ERR_SSL_PSK_IDENTITY_NOT_FOUND')
     return 'wrong PSK: the source sent an identity this destination does not know';
   if (cfg.kind === 'psk' && /BAD_RECORD_MAC|DECRYPT|CIPHER_OPERATION_FAILED|BINDER/.test(code))
-    return `wrong PSK: the source's key for its identity differs from this destination's (${code})`;
+    return `wrong PSK: the source's key for its identity differs from this destination's, or the handshake was replayed or tampered with (${code})`;
   if (/ALERT_(UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|DECRYPT_ERROR)/.test(code))
     return `the source rejected this destination's certificate (${code})`;
   if (code === 'ECONNRESET' || /socket hang up|disconnected/.test(e.message))
