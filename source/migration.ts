@@ -147,7 +147,11 @@ export class SourceMigration {
       if (this.#shut?.status === 0 && this.state.status === S.DEVICE) {
         // SHUT(0): the guest already runs on the destination. Whatever failed after that, the source
         // guest must not run too (split brain): the migration is complete.
-        this.tracer.emit(TraceEvent.ERROR, { code: asMigrationError(err).code, after: 'shut', message: String(err) });
+        this.tracer.emit(TraceEvent.ERROR, {
+          code: asMigrationError(err).code,
+          after: 'shut',
+          message: String(err),
+        });
         this.#completedAt ??= monotonicMs();
         this.#downtime ??= this.#completedAt - this.#downtimeStart;
         this.state.transition(S.DEVICE, S.COMPLETED);
@@ -220,6 +224,8 @@ export class SourceMigration {
   #saveVm: SaveVm | null = null;
   readonly #migrationId = randomBytes(16);
   #pageBytesSeen = 0;
+  /** The loop slept for lack of work in the current 100 ms window (see ConvergenceMeter.update). */
+  #idleInWindow = false;
   readonly #clock = new ClockOffset();
   #timeSeq = 0;
   #pingSeq = 1;
@@ -271,6 +277,7 @@ export class SourceMigration {
           `not converging after ${timeout} ms: ${this.ram.tracker.pending * this.opts.guest.memory.pageSize} bytes pending, threshold ${Math.round(this.#meter.threshold)} bytes (bandwidth ${round2((this.#meter.bandwidth * 1000) / 1048576)} MiB/s, dirty ${this.ram.tracker.dirtyPagesRate} pages/s)`,
         );
       }
+      if (idle) this.#idleInWindow = true;
       const wait = this.#limiter.exhausted()
         ? this.#limiter.remainingMs(monotonicMs())
         : idle
@@ -425,9 +432,11 @@ export class SourceMigration {
     }
     const window = this.#limiter.roll(now);
     if (!window) return;
+    const idleInWindow = this.#idleInWindow;
+    this.#idleInWindow = false;
     if (this.ram instanceof MultifdRamSaver) this.ram.refill(this.opts.parameters['max-bandwidth'] / 10);
     this.#meter.update(
-      window,
+      { ...window, idle: idleInWindow },
       this.ram.tracker.dirtyPagesRate,
       this.ram.tracker.pending * this.opts.guest.memory.pageSize,
     );

@@ -32,8 +32,18 @@ export class ConvergenceMeter {
     this.expectedDowntime = params['downtime-limit'];
   }
 
-  update(window: { bytes: number; ms: number }, dirtyPagesRate: number, remaining: number): void {
-    this.bandwidth = window.bytes / window.ms;
+  /**
+   * A window in which the source sat idle (nothing to send, or waiting for the ACK) measures how
+   * little there was to send, not what the link carries: it may not lower the estimate (the low
+   * estimate is QEMU's known non-convergence, the reason for avail-switchover-bandwidth).
+   */
+  update(
+    window: { bytes: number; ms: number; idle?: boolean },
+    dirtyPagesRate: number,
+    remaining: number,
+  ): void {
+    const measured = window.bytes / window.ms;
+    this.bandwidth = window.idle ? Math.max(this.bandwidth, measured) : measured;
     this.mbps = round2((window.bytes * 8) / (window.ms / 1000) / 1e6);
     const avail = this.params['avail-switchover-bandwidth'];
     const expectedBw = avail > 0 ? avail / 1000 : this.bandwidth;
