@@ -80,7 +80,6 @@ export class IncomingMigration {
   #ram: RamLoader | null = null;
   #digest = new ImageDigestLoader();
   #loadvm: LoadVm | null = null;
-  #config: ConfigurationBody | null = null;
   #main: net.Socket | null = null;
   #preallocMs: number;
   #checkpoints: Record<string, number> = {};
@@ -207,7 +206,6 @@ export class IncomingMigration {
       this.#preallocMs = this.#guest.memory.prefault();
       this.onGuest?.(this.#guest);
     }
-    this.#config = config;
     const g = (config.guest ?? {}) as Partial<Record<keyof WorkloadOptions, unknown>>;
     const dirtyRate = g.dirtyRate === 'max' ? Number.POSITIVE_INFINITY : Number(g.dirtyRate ?? 0);
     const pattern = (['uniform', 'hot', 'sequential'] as const).find((p) => p === g.pattern) ?? 'uniform';

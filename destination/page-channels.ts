@@ -61,7 +61,7 @@ export class DestinationPageChannels {
       );
       return;
     }
-    this.#workers.forEach((w, i) => w.postMessage({ type: 'connect', host, port: ports[i] }));
+    for (const [i, w] of this.#workers.entries()) w.postMessage({ type: 'connect', host, port: ports[i] });
   }
 
   close(): void {

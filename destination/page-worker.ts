@@ -81,7 +81,8 @@ function onHeader(): void {
   if (kind === ROUND_END_KIND) {
     post({ type: 'round-done', round, pages: pagesThisRound });
     pagesThisRound = 0;
-    return next('header');
+    next('header');
+    return;
   }
   if (kind !== RamRecord.PAGES || count === 0 || count > MAX_BATCH_PAGES || dataLen % ps !== 0) {
     throw new FrameError(
@@ -109,8 +110,8 @@ function onDescriptors(): void {
   if (dataPages * ps !== header.readUInt32BE(12))
     throw new FrameError(ErrorCode.MALFORMED, 'page batch data length disagrees with its descriptors');
   run = 0;
-  if (runs.length === 0) return finishBatch();
-  next('data');
+  if (runs.length === 0) finishBatch();
+  else next('data');
 }
 
 /** Every page of the batch is in RAM (or is a zero page): verify in place, record the checksums. */

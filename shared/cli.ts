@@ -151,7 +151,7 @@ export function isLoopback(host: string): boolean {
 export function parseHostPort(text: string, what: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(text);
   const port = m ? Number(m[2]) : Number.NaN;
-  if (!m || !m[1] || port > 65535)
+  if (!m?.[1] || port > 65535)
     throw new ParameterError(ErrorCode.USAGE, `${what}: '${text}' is not HOST:PORT`, { field: what });
   return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port };
 }
