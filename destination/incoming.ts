@@ -33,6 +33,7 @@ import {
   StreamFramer,
   type StreamRecord,
 } from '../shared/protocol/stream-codec.js';
+import type { PageChannelSecurity } from '../shared/ram/page-channel.js';
 import { TraceEvent, Tracer } from '../shared/trace.js';
 import { ImageDigestLoader } from './image-digest.js';
 import { refuse } from './listener.js';
@@ -56,6 +57,8 @@ export interface IncomingOptions {
   guest: Guest | null;
   preallocMs: number;
   dumpRam?: string;
+  /** TLS and the migration key for page channels (known once the main channel is accepted). */
+  pageSecurity?: () => PageChannelSecurity;
   /** No bytes from the source for this long fails the migration (the source pings every second). */
   stallTimeoutMs?: number;
   /** Device load handlers for the source's configuration (devices are configured alike on both sides). */
@@ -223,6 +226,7 @@ export class IncomingMigration {
         this.#guest.memory,
         channels,
         this.#migrationId,
+        this.opts.pageSecurity?.() ?? { tls: null, key: Buffer.alloc(32) },
         (round) => void this.rp.send({ type: 'round-done', round }).catch(() => {}),
         (e) => void this.fail(e),
       );

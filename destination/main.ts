@@ -42,6 +42,7 @@ async function main(): Promise<number> {
     preallocMs,
     dumpRam: o.dumpRam,
     stallTimeoutMs: o.stallTimeoutMs,
+    pageSecurity: () => ({ tls: security.tls, key: listener.migrationKey ?? Buffer.alloc(32) }),
     devicesFor: (config, memory, onPrepStart) =>
       destinationDevices(
         (config.guest as { devices?: DeviceSpec[] })?.devices ?? [],

@@ -6,7 +6,7 @@
 import type { Worker } from 'node:worker_threads';
 import { ChecksumError, ErrorCode, MigrationError as MigErr, type MigrationError } from '../shared/errors.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
-import type { PageWorkerEvent } from '../shared/ram/page-channel.js';
+import type { PageChannelSecurity, PageWorkerEvent } from '../shared/ram/page-channel.js';
 import { spawnTsWorker } from '../shared/worker/spawn.js';
 
 const WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
@@ -22,6 +22,7 @@ export class DestinationPageChannels {
     memory: GuestMemory,
     channels: number,
     migrationId: Buffer,
+    security: PageChannelSecurity,
     private readonly onRoundDone: (round: number) => void,
     private readonly onError: (e: MigrationError) => void,
   ) {
@@ -38,6 +39,7 @@ export class DestinationPageChannels {
         verified: this.verified.buffer,
         index,
         migrationId: new Uint8Array(migrationId),
+        security,
       });
       w.on('message', (m: PageWorkerEvent) => this.#onWorker(m));
       w.on('error', (err) =>

@@ -20,6 +20,8 @@ import {
 import { encodeHello } from '../shared/protocol/hello.js';
 import { pageChecksum } from '../shared/ram/checksum.js';
 import { type PageWorkerEvent, type PageWorkerShared, ROUND_END_KIND } from '../shared/ram/page-channel.js';
+import { channelTag } from '../shared/tls/binding.js';
+import { secureServer } from '../shared/tls/secure.js';
 
 interface DestWorkerData extends PageWorkerShared {
   received: SharedArrayBuffer;
@@ -173,7 +175,8 @@ function fail(err: unknown): void {
   });
 }
 
-function connect(host: string, port: number): void {
+/** Plaintext: read straight into guest RAM (`onread`); the hello's tag binds the channel to K. */
+function connectPlain(host: string, port: number): void {
   const socket = net.connect({
     host,
     port,
@@ -192,14 +195,55 @@ function connect(host: string, port: number): void {
       },
     },
   });
-  current = socket;
-  socket.setKeepAlive(true, 1000);
   socket.on('connect', () => {
-    socket.write(
-      encodeHello({ kind: ChannelKind.PAGE, index: cfg.index, migrationId: Buffer.from(cfg.migrationId) }),
-    );
+    sendHello(socket);
     post({ type: 'connected' });
   });
+  own(socket);
+}
+
+/**
+ * TLS: this side is the TLS server on the connection it opened. A TLS socket cannot read into a
+ * caller's buffer, so decrypted chunks are copied into the same targets (one copy more).
+ */
+function connectTls(host: string, port: number): void {
+  const raw = net.connect({ host, port, noDelay: true });
+  raw.on('error', fail);
+  raw.once('connect', async () => {
+    try {
+      const s = await secureServer(raw, cfg.security.tls!, 5000);
+      own(s);
+      s.on('data', (chunk: Buffer) => {
+        try {
+          for (let at = 0; at < chunk.length; ) {
+            const t = target();
+            const n = Math.min(t.length, chunk.length - at);
+            t.set(chunk.subarray(at, at + n));
+            at += n;
+            onBytes(n);
+          }
+        } catch (err) {
+          fail(err);
+          s.destroy();
+        }
+      });
+      sendHello(s);
+      post({ type: 'connected' });
+    } catch (err) {
+      fail(err);
+      raw.destroy();
+    }
+  });
+}
+
+function sendHello(s: net.Socket): void {
+  const fields = { kind: ChannelKind.PAGE, index: cfg.index, migrationId: Buffer.from(cfg.migrationId) };
+  s.write(encodeHello({ ...fields, authTag: channelTag(cfg.security.key, fields, s) }));
+}
+
+function own(socket: net.Socket): void {
+  current = socket;
+  socket.setKeepAlive(true, 1000);
   socket.on('error', fail);
   socket.on('close', () => fail(new Error('closed by the source')));
   parentPort!.on('message', (m: { type: string }) => {
@@ -212,6 +256,6 @@ function connect(host: string, port: number): void {
 }
 
 parentPort!.once('message', (m: { type: 'connect' | 'close'; host: string; port: number }) => {
-  if (m.type === 'connect') connect(m.host, m.port);
+  if (m.type === 'connect') (cfg.security.tls ? connectTls : connectPlain)(m.host, m.port);
   else parentPort!.close();
 });

@@ -28,8 +28,9 @@ import {
 } from '../shared/protocol/stream-codec.js';
 import type { ChannelWriter } from '../shared/socket-io.js';
 import { MigrationStatus as S, StateCell } from '../shared/state.js';
+import type { TlsConfig } from '../shared/tls/config.js';
 import { TraceEvent, Tracer } from '../shared/trace.js';
-import { connectChannel, MAIN, RETURN_PATH, readReturnPath } from './channel.js';
+import { bindingFor, connectChannel, MAIN, RETURN_PATH, readReturnPath } from './channel.js';
 import { ClockOffset } from './clock-offset.js';
 import { ImageDigestSaver } from './image-digest.js';
 import { RamSaver } from './ram-save.js';
@@ -208,7 +209,12 @@ export class SourceMigration {
     if (this.ram instanceof MultifdRamSaver) {
       // page workers listen on the address the destination already reaches us from
       const host = this.#main.socket.localAddress ?? opts.host;
-      const ports = await this.ram.listen(host, this.#migrationId);
+      const security = {
+        tls: (conn as { tls?: TlsConfig | null }).tls ?? null,
+        key: bindingFor(conn).key!,
+        host: opts.host,
+      };
+      const ports = await this.ram.listen(host, this.#migrationId, security);
       await this.#main.write(encodePageChannels({ host, ports }));
       await this.ram.waitConnected(opts.stallTimeoutMs || DEFAULT_STALL_MS);
     }

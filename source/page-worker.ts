@@ -18,6 +18,8 @@ import {
   SRC,
 } from '../shared/ram/page-channel.js';
 import { readExact } from '../shared/socket-io.js';
+import { ChannelBinding } from '../shared/tls/binding.js';
+import { secureClient } from '../shared/tls/secure.js';
 
 interface SourceWorkerData extends PageWorkerShared {
   control: SharedArrayBuffer;
@@ -46,14 +48,26 @@ function fail(err: unknown): void {
   post({ type: 'error', code: e.code, message: `page channel ${cfg.index}: ${e.message}` });
 }
 
-const server = net.createServer({ noDelay: true, pauseOnConnect: true }, async (s) => {
+const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (s) => void accept(s));
+
+/** TLS first (the source is the client), then the hello: right migration, index and tag. */
+async function accept(raw: net.Socket): Promise<void> {
+  const { tls, key, host } = cfg.security;
+  let s: net.Socket = raw;
   try {
+    if (tls)
+      s = await secureClient({ socket: raw }, tls, {
+        host: host ?? cfg.host,
+        timeoutMs: 5000,
+        what: `page channel ${cfg.index}`,
+      });
     const hello = decodeHello(await readExact(s, HELLO_LENGTH, 5000, `page channel ${cfg.index} hello`), {
       kind: ChannelKind.PAGE,
       migrationId: Buffer.from(cfg.migrationId),
     });
     if (socket || hello.index !== cfg.index)
       throw new Error(`unexpected page channel connection (index ${hello.index})`);
+    if (!ChannelBinding.verify(key, s, hello)) throw new Error('page channel hello carries a wrong tag');
     socket = s;
     s.on('error', fail);
     s.on('close', () => fail(new Error('closed by the destination')));
@@ -61,9 +75,10 @@ const server = net.createServer({ noDelay: true, pauseOnConnect: true }, async (
     post({ type: 'connected' });
   } catch (err) {
     s.destroy();
+    raw.destroy();
     fail(err);
   }
-});
+}
 server.listen(0, cfg.host, () =>
   post({ type: 'listening', port: (server.address() as net.AddressInfo).port }),
 );

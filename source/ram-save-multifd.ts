@@ -12,7 +12,12 @@ import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { Pending, SaveHandlers, SectionSink } from '../shared/handlers.js';
 import { encodeRamEos } from '../shared/protocol/ram-records.js';
 import { imageDigest } from '../shared/ram/checksum.js';
-import { type PageWorkerEvent, SRC, SRC_WORDS } from '../shared/ram/page-channel.js';
+import {
+  type PageChannelSecurity,
+  type PageWorkerEvent,
+  SRC,
+  SRC_WORDS,
+} from '../shared/ram/page-channel.js';
 import { spawnTsWorker } from '../shared/worker/spawn.js';
 import { DirtyTracker } from './dirty-tracker.js';
 import { type RamCounters, startRamSave } from './ram-save.js';
@@ -53,7 +58,7 @@ export class MultifdRamSaver implements SaveHandlers {
   }
 
   /** Starts the page workers listening on `host`; resolves with their ports (for PAGE_CHANNELS). */
-  async listen(host: string, migrationId: Buffer): Promise<number[]> {
+  async listen(host: string, migrationId: Buffer, security: PageChannelSecurity): Promise<number[]> {
     const ports: Promise<number>[] = [];
     for (let index = 0; index < this.channels; index++) {
       const w = spawnTsWorker(WORKER_ENTRY, {
@@ -66,6 +71,7 @@ export class MultifdRamSaver implements SaveHandlers {
         index,
         host,
         migrationId: new Uint8Array(migrationId),
+        security,
       });
       this.#workers.push(w);
       this.#connected.push(

@@ -15,13 +15,29 @@
  *   ALLOW_KIB  send allowance in KiB (max-bandwidth per 100 ms window), UNLIMITED when 1
  *   SENT_KIB   KiB sent by all workers (Atomics.add)
  */
+import type { TlsConfig } from '../tls/config.js';
+
 export const SRC = { ROUND: 0, COUNT: 1, CURSOR: 2, ALLOW_KIB: 3, SENT_KIB: 4, UNLIMITED: 5 } as const;
 export const SRC_WORDS = 8;
 export const BATCH_PAGES = 256;
 export const ROUND_END_KIND = 3;
 
+/**
+ * How a page channel proves itself, as the main and return-path channels do: TLS (source = client,
+ * destination = server, whoever opened the TCP connection) and the hello's tag keyed by the
+ * migration key K (shared/tls/binding.ts).
+ */
+export interface PageChannelSecurity {
+  tls: TlsConfig | null;
+  /** The migration key K (32 bytes). */
+  key: Uint8Array;
+  /** Source: the name the destination's certificate must carry. */
+  host?: string;
+}
+
 /** What both kinds of page worker get in workerData (plus their own fields). */
 export interface PageWorkerShared {
+  security: PageChannelSecurity;
   ram: SharedArrayBuffer;
   pageSize: number;
   pageCount: number;

@@ -9,19 +9,6 @@ import { keyFileWarning, loadTlsConfig, type TlsConfig, type TlsOptionValues } f
 
 export interface SecurityOptions extends TlsOptionValues {
   insecure: boolean;
-  capabilities?: { multifd?: boolean };
-}
-
-/**
- * Fail closed: page channels (multifd) are opened by their worker threads without TLS or an auth tag
- * for now, so TLS with multifd would send guest RAM in clear beside an encrypted main channel.
- */
-function refuseUnprotectedPageChannels(o: SecurityOptions, tls: TlsConfig | null): void {
-  if (tls && o.capabilities?.multifd)
-    throw new ParameterError(
-      ErrorCode.USAGE,
-      'TLS with capability multifd: page channels do not use TLS yet and would carry guest RAM in plaintext; drop multifd or TLS',
-    );
 }
 
 /** Loads credentials and applies the listen policy; returns the config and the warnings to print. */
@@ -30,7 +17,6 @@ export function destinationSecurity(
   listenHost: string,
 ): { tls: TlsConfig | null; warnings: string[] } {
   const tls = loadTlsConfig(o, 'server');
-  refuseUnprotectedPageChannels(o, tls);
   const warnings = commonWarnings(tls);
   if (!tls && !isLoopback(listenHost)) {
     if (!o.insecure) {
@@ -56,7 +42,6 @@ export function sourceSecurity(
   connectHost: string,
 ): { tls: TlsConfig | null; warnings: string[] } {
   const tls = loadTlsConfig(o, 'client');
-  refuseUnprotectedPageChannels(o, tls);
   const warnings = commonWarnings(tls);
   if (!tls && !isLoopback(connectHost))
     warnings.push(`migrating to ${connectHost} WITHOUT TLS: guest memory crosses the network in plaintext`);

@@ -116,10 +116,6 @@ t.test('safe defaults: plaintext listens on loopback only unless --insecure (wit
   const psk = await generatePsk(join(dir, 'k.psk'));
   t.same(destinationSecurity({ tlsPsk: psk, insecure: false }, '0.0.0.0').warnings, [], 'TLS: any address');
   t.match(sourceSecurity({ insecure: false }, '10.0.0.2').warnings[0], /plaintext/);
-  t.throws(() => sourceSecurity({ tlsPsk: psk, insecure: false, capabilities: { multifd: true } }, 'h'), {
-    ...usage,
-    message: /page channels do not use TLS yet/,
-  });
   await writeFile(join(dir, 'empty.psk'), '# nothing\n');
   t.throws(() => sourceSecurity({ tlsPsk: join(dir, 'empty.psk'), insecure: false }, 'h'), usage);
 });
