@@ -36,6 +36,8 @@ async function main(): Promise<number> {
   const preallocate = argv.some((a) => a === '--ram' || a.startsWith('--ram='));
   const guest = preallocate ? Guest.incoming(o.ramBytes) : null;
   const preallocMs = guest ? guest.memory.prefault() : 0;
+  // boot the vCPU now, parked: its workload comes with the source's configuration
+  if (guest) await guest.prepare({ dirtyRate: 0, pattern: 'uniform', dirtyRange: 0 });
   const incoming = new IncomingMigration({
     capabilities: o.capabilities,
     guest,

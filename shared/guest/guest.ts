@@ -8,7 +8,7 @@ import { spawnTsWorker } from '../worker/spawn.js';
 import { type FillKind, fillRandom } from './fill.js';
 import { GUEST_MAGIC, HB, PAGE_SIZE } from './layout.js';
 import { GuestMemory } from './memory.js';
-import { CTL, monotonicMs, VcpuCmd, VcpuState } from './vcpu-control.js';
+import { CTL, monotonicMs, VcpuCmd, VcpuState, writeWorkload } from './vcpu-control.js';
 import type { DirtyPattern, SelfCheckResult } from './workload.js';
 
 export interface WorkloadOptions {
@@ -71,17 +71,25 @@ export class Guest {
    * is one handshake (booting a worker costs hundreds of ms, which would land in the downtime).
    */
   async prepare(workload: WorkloadOptions): Promise<void> {
+    if (this.#worker) return this.setWorkload(workload);
     await this.#spawn(workload, true, true);
+  }
+
+  /** Sets what the vCPU will run (before it runs: a parked destination vCPU reads it on resume). */
+  setWorkload(workload: WorkloadOptions): void {
+    writeWorkload(this.memory.shared.control, {
+      pagesPerSecond: workload.dirtyRate / this.memory.pageSize,
+      pattern: workload.pattern,
+      rangePages: Math.floor(workload.dirtyRange / this.memory.pageSize),
+    });
   }
 
   async #spawn(workload: WorkloadOptions, resumed: boolean, startStopped: boolean): Promise<void> {
     const { memory } = this;
     Atomics.store(memory.control, CTL.CMD, startStopped ? VcpuCmd.STOP : VcpuCmd.RUN);
+    this.setWorkload(workload);
     const worker = spawnTsWorker(VCPU_ENTRY, {
       ...memory.shared,
-      pagesPerSecond: workload.dirtyRate / memory.pageSize,
-      pattern: workload.pattern,
-      rangePages: Math.floor(workload.dirtyRange / memory.pageSize),
       resumed,
       startStopped,
     });

@@ -4,6 +4,7 @@
  * with Atomics.exchange before it copies the page (the analog of KVM's dirty log; DESIGN §11).
  */
 import { type Layout, layoutFor, PAGE_SIZE } from './layout.js';
+import { CONTROL_BYTES } from './vcpu-control.js';
 
 export interface GuestMemoryShared {
   ram: SharedArrayBuffer;
@@ -33,7 +34,7 @@ export class GuestMemory {
     return new GuestMemory({
       ram: new SharedArrayBuffer(layout.pageCount * pageSize),
       dirty: new SharedArrayBuffer(Math.ceil(layout.pageCount / 32) * 4),
-      control: new SharedArrayBuffer(8 * 4),
+      control: new SharedArrayBuffer(CONTROL_BYTES),
       ramBytes: layout.pageCount * pageSize,
       pageSize,
     });

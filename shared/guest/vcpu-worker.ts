@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { PageFiller } from './fill.js';
 import { HB, layoutFor } from './layout.js';
 import { markDirty } from './memory.js';
-import { CTL, monotonicMs, VcpuCmd, VcpuState } from './vcpu-control.js';
+import { CTL, monotonicMs, readWorkload, VcpuCmd, VcpuState } from './vcpu-control.js';
 import {
   checkPages,
   type DirtyPattern,
@@ -40,8 +40,10 @@ const view = viewOf(layout, cfg.ram, new Int32Array(cfg.dirty));
 const { words, f64 } = view;
 /** Read from page 0 when the vCPU first runs: on a destination the page arrives after the worker boots. */
 let seed = 0;
-const rangePages = Math.max(1, Math.min(cfg.rangePages, layout.dataPages));
-const perMs = cfg.pagesPerSecond / 1000;
+/** The workload (rate, pattern, range) is read from the control words when the vCPU first runs. */
+let rangePages = 1;
+let perMs = 0;
+let pattern: DirtyPattern = 'uniform';
 const BURST = 256;
 
 function heartbeat(now: number): void {
@@ -110,6 +112,10 @@ function run(): void {
     if (Atomics.load(ctl, CTL.CMD) === VcpuCmd.EXIT) return;
   }
   seed = words[HB.SEED >>> 2]!;
+  const w = readWorkload(cfg.control);
+  rangePages = Math.max(1, Math.min(w.rangePages, layout.dataPages));
+  perMs = w.pagesPerSecond / 1000;
+  pattern = w.pattern;
   let now = monotonicMs();
   if (cfg.resumed) {
     markResumed(now);
@@ -137,7 +143,7 @@ function run(): void {
     const due = Number.isFinite(perMs)
       ? Math.min(BURST * 4, Math.floor((now - t0) * perMs) - written)
       : BURST;
-    for (let i = 0; i < due; i++) writePage(view, seed, nextPage(view, cfg.pattern, rangePages));
+    for (let i = 0; i < due; i++) writePage(view, seed, nextPage(view, pattern, rangePages));
     written += Math.max(0, due);
     stepSelfCheck();
     if (due <= 0 && !check) Atomics.wait(ctl, CTL.CMD, VcpuCmd.RUN, 0.5);
