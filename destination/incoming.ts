@@ -171,6 +171,8 @@ export class IncomingMigration {
         return;
       case 'eof':
         this.#expect('loading', rec.type, 'verifying');
+        // the source sends nothing more until our SHUT: its silence is no longer a stall
+        this.#main?.setTimeout(0);
         return this.#finish();
       case 'vmdesc':
         return;

@@ -297,6 +297,8 @@ export class SourceMigration {
   #tryComplete(): boolean {
     const saveVm = this.#saveVm!;
     const threshold = this.#meter.threshold;
+    // page channels: decide between rounds, never with one on its way (it would land in the downtime)
+    if (this.ram instanceof MultifdRamSaver && this.ram.roundInFlight) return false;
     let pending = saveVm.pendingEstimate();
     if (pending > threshold) return false;
     pending = saveVm.pendingExact();

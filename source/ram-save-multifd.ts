@@ -168,6 +168,11 @@ export class MultifdRamSaver implements SaveHandlers {
     await sink.emit(encodeRamEos());
   }
 
+  /** A round is on its way: switching over now would finish it inside the downtime, then send again. */
+  get roundInFlight(): boolean {
+    return this.#inFlight !== null && !this.#inFlight.done;
+  }
+
   /** The destination placed and verified every page of `round` on every channel. */
   noteRoundDone(round: number): void {
     if (this.#inFlight?.round === round) this.#inFlight.done = true;

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --runs N] [--quick] [--only W1,W2,W3]` — end-to-end migration benchmarks, each
+ * `npm run bench [-- --runs N] [--quick] [--only W1,TLS,W2,W3]` — end-to-end migration benchmarks, each
  * run as two real processes over loopback, against the raw-TCP baseline measured in the same run
  * (a plain Node socket pipe between two processes, 1 MiB writes): ratios, not absolute figures.
  *
@@ -7,6 +7,7 @@
  *       time, downtime; main channel, and 1, 2, 4 page channels (multifd)
  *   W2  1 GiB random guest sweeping a 64 MiB range as fast as it can (sequential, max): downtime at
  *       downtime-limit 300 and 50 against the floor 64 MiB ÷ raw rate
+ *   TLS W1 on the main channel with TLS-PSK and with x509 (compare with W1's main-channel row)
  *   W3  4 GiB paused guest: time per GiB against W1's
  *   and peak RSS of both processes for each, against guest RAM + 25 % + 100 MiB.
  * Each configuration runs N times (default 3): median (min–max). One run per workload also writes
@@ -28,7 +29,7 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'W1,W2,W3' },
+    only: { type: 'string', default: 'W1,TLS,W2,W3' },
   },
 });
 const RUNS = Number(values.runs);
@@ -128,6 +129,15 @@ if (ONLY.has('W1'))
       name: ch === 0 ? 'main channel' : `${ch} page channels`,
       ram: W1_RAM,
       args: [...paused(W1_RAM), ...channelArgs(ch)],
+    });
+// what encryption costs: W1 on the main channel with TLS (page channels do not carry TLS yet)
+if (ONLY.has('TLS'))
+  for (const mode of ['psk', 'x509'])
+    cases.push({
+      workload: 'TLS',
+      name: `W1 main channel, TLS ${mode}`,
+      ram: W1_RAM,
+      args: [...paused(W1_RAM), ...channelArgs(0), '--tls', mode],
     });
 if (ONLY.has('W2'))
   for (const limit of [300, 50])
