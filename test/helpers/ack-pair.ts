@@ -34,9 +34,9 @@ export interface AckSide extends Side {
   plainStderr(): string[];
 }
 
-import { bounded, sleep, TIMEOUT } from './pair.js';
+import { bounded, sleep, TIMEOUT, waitExit } from './pair.js';
 
-export { bounded, sleep, TIMEOUT };
+export { bounded, sleep, TIMEOUT, waitExit };
 
 /** A temp directory, removed at teardown. */
 export async function tempDir(t: Test): Promise<string> {
@@ -92,17 +92,6 @@ export async function startDestination(t: Test, args: string[]): Promise<Destina
     );
   }
   return { ...side, address: first };
-}
-
-/** Exit code (or signal name), or 'timeout' after SIGKILLing the process at the deadline. */
-export async function waitExit(side: Side, timeoutMs: number): Promise<number | string> {
-  const r = await bounded(side.exited, timeoutMs);
-  if (r === TIMEOUT) {
-    side.kill('SIGKILL');
-    await bounded(side.exited, 5000);
-    return 'timeout';
-  }
-  return r;
 }
 
 export function running(side: Side): boolean {

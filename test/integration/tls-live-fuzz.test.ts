@@ -27,6 +27,7 @@ import {
   tempDir,
   waitExit,
 } from '../helpers/pair.js';
+import { mulberry32 } from '../helpers/prng.js';
 import { sendRaw } from '../helpers/raw-client.js';
 
 const N = Number(process.env.SWITCHOVER_LIVE_FUZZ ?? 100);
@@ -35,16 +36,6 @@ const CONCURRENCY = 4;
 const HELLO = 56;
 t.setTimeout(Math.max(240_000, N * 3000));
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const int = (rand: () => number, n: number) => Math.floor(rand() * n);
 const HUGE = [0xffffffff, 0x7fffffff, 0x04000001, 0x00100001, 0x0000ffff, 0x00001001];
 
