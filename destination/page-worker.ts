@@ -38,6 +38,7 @@ const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
 
 const header = Buffer.alloc(PAGE_BATCH_HEADER);
 const desc = Buffer.alloc(MAX_BATCH_PAGES * PAGE_DESCRIPTOR);
+const descView = new DataView(desc.buffer, desc.byteOffset, desc.byteLength);
 let state: 'header' | 'desc' | 'data' = 'header';
 let filled = 0;
 let count = 0;
@@ -100,7 +101,7 @@ function onDescriptors(): void {
   let dataPages = 0;
   for (let i = 0; i < count; i++) {
     const at = i * PAGE_DESCRIPTOR;
-    const page = desc.readUInt32BE(at);
+    const page = descView.getUint32(at);
     if (page >= cfg.pageCount)
       throw new FrameError(ErrorCode.MALFORMED, `page index ${page} beyond ${cfg.pageCount} pages`, page);
     if ((desc[at + 4]! & PageFlag.ZERO) !== 0) continue;
@@ -120,8 +121,8 @@ function onDescriptors(): void {
 function finishBatch(): void {
   for (let i = 0; i < count; i++) {
     const at = i * PAGE_DESCRIPTOR;
-    const page = desc.readUInt32BE(at);
-    const sum = desc.readBigUInt64BE(at + 8);
+    const page = descView.getUint32(at);
+    const sum = descView.getBigUint64(at + 8);
     const view = ram.subarray(page * ps, (page + 1) * ps);
     if ((desc[at + 4]! & PageFlag.ZERO) !== 0) {
       if (sum !== 0n) throw new FrameError(ErrorCode.CHECKSUM, `zero page ${page} carries a checksum`, page);

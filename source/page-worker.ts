@@ -33,8 +33,14 @@ const list = new Int32Array(cfg.list);
 const ram = new Uint8Array(cfg.ram);
 const checksums = new BigUint64Array(cfg.checksums);
 const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
-/** Three batches in rotation: Node holds a written buffer until it is flushed to the kernel. */
-const ring = Array.from({ length: 3 }, () => ({
+/**
+ * Batches in rotation: Node holds a written buffer until the kernel has taken it, so a slot is
+ * reused only after its write callback. The ring is the backpressure: at most RING - 1 batches wait
+ * in Node while the next one is built (waiting for 'drain' instead would stop building while the
+ * kernel sends, and the worker would idle).
+ */
+const RING = 4;
+const ring = Array.from({ length: RING }, () => ({
   writer: new PageBatchWriter(BATCH_PAGES, cfg.pageSize),
   flushed: Promise.resolve(),
 }));
@@ -116,22 +122,17 @@ async function sendRound(round: number): Promise<void> {
     if (start >= count) break;
     const end = Math.min(count, start + BATCH_PAGES);
     const r = ring[slot]!;
-    slot = (slot + 1) % ring.length;
+    slot = (slot + 1) % RING;
     await r.flushed;
     const w = r.writer;
     w.reset(0, round);
-    for (let i = start; i < end; i++) {
-      const p = list[i]!;
-      w.add(p, ram.subarray(p * cfg.pageSize, (p + 1) * cfg.pageSize));
-    }
-    for (let i = 0; i < w.count; i++) checksums[w.indexAt(i)] = w.checksumAt(i);
+    w.addPages(list, start, end, ram, checksums);
     const chunks = w.finish();
     zero += w.zeroPages;
     bytes += chunks[0]!.length + chunks[1]!.length;
     await takeAllowance(Math.ceil((chunks[0]!.length + chunks[1]!.length) / 1024));
     r.flushed = write(chunks);
     r.flushed.catch(() => {});
-    if (socket!.writableNeedDrain) await new Promise((res) => socket!.once('drain', res));
     pages += end - start;
   }
   const marker = Buffer.alloc(16);

@@ -9,6 +9,10 @@
  * the guest may be writing the live page, and the checksum must describe the bytes that are sent.
  * A zero page's slot is reused by the next page. finish() returns views into both buffers, valid
  * until the next reset(): keep the writer until the socket has taken the bytes (or use two).
+ *
+ * addPages() is the page workers' bulk path: it copies each run of consecutive pages from guest RAM
+ * with one memcpy (a per-page copy from a SharedArrayBuffer costs ~1.5x more), hashes through views
+ * made once per slot, and writes descriptors through a DataView: about half the per-page cost of add().
  */
 import { ErrorCode, MigrationError } from '../errors.js';
 import { isZeroPage, pageChecksum, ZERO_CHECKSUM } from '../ram/checksum.js';
@@ -21,6 +25,9 @@ export class PageBatchWriter {
   readonly #head: Buffer;
   readonly #data: Buffer;
   readonly #checksums: BigUint64Array;
+  readonly #headView: DataView;
+  /** One view per data slot, made once: hashing a page needs a view of exactly its bytes. */
+  readonly #slots: Buffer[];
   #blockId = 0;
   #round = 0;
   #count = 0;
@@ -39,6 +46,10 @@ export class PageBatchWriter {
     this.#head = Buffer.alloc(PAGE_BATCH_HEADER + maxPages * PAGE_DESCRIPTOR);
     this.#data = Buffer.allocUnsafe(maxPages * pageSize);
     this.#checksums = new BigUint64Array(maxPages);
+    this.#headView = new DataView(this.#head.buffer, this.#head.byteOffset, this.#head.byteLength);
+    this.#slots = Array.from({ length: maxPages }, (_, i) =>
+      this.#data.subarray(i * pageSize, (i + 1) * pageSize),
+    );
   }
 
   reset(blockId: number, round: number): void {
@@ -70,6 +81,46 @@ export class PageBatchWriter {
     this.#checksums[this.#count] = checksum;
     this.#count++;
     if (!zero) this.#normal++;
+  }
+
+  /**
+   * Adds list[from..to) (page indexes into `ram`, which holds whole pages) and records each page's
+   * checksum in sent[index]. Same bytes on the wire as add() for each page in turn.
+   */
+  addPages(list: Int32Array, from: number, to: number, ram: Uint8Array, sent: BigUint64Array): void {
+    const ps = this.#pageSize;
+    const pageCount = Math.floor(ram.length / ps);
+    if (to - from > this.#maxPages - this.#count) {
+      throw internal(`page batch has room for ${this.#maxPages - this.#count} pages, not ${to - from}`);
+    }
+    const dv = this.#headView;
+    for (let i = from; i < to; ) {
+      // a run of consecutive page indexes: one copy for all of it
+      const first = list[i]!;
+      let n = 1;
+      while (i + n < to && list[i + n] === first + n) n++;
+      if (!(first >= 0 && first + n <= pageCount)) {
+        throw internal(`page index ${first} is outside 0..${pageCount - 1}`, first);
+      }
+      const base = this.#normal;
+      this.#data.set(ram.subarray(first * ps, (first + n) * ps), base * ps);
+      for (let k = 0; k < n; k++) {
+        const index = first + k;
+        const slot = this.#slots[this.#normal]!;
+        if (this.#normal !== base + k) slot.set(this.#slots[base + k]!); // close the gap a zero page left
+        const zero = isZeroPage(slot);
+        const checksum = zero ? ZERO_CHECKSUM : pageChecksum(slot, index);
+        const d = PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR;
+        dv.setUint32(d, index);
+        dv.setUint32(d + 4, zero ? PageFlag.ZERO << 24 : 0);
+        dv.setBigUint64(d + 8, checksum);
+        this.#checksums[this.#count] = checksum;
+        sent[index] = checksum;
+        this.#count++;
+        if (!zero) this.#normal++;
+      }
+      i += n;
+    }
   }
 
   get count(): number {

@@ -138,3 +138,28 @@ t.test('bad flags, reserved bytes, kinds and geometry bodies are MALFORMED', asy
   const trailing = Buffer.concat([B.ramGeometry(B.msgpack(geometry)), Buffer.alloc(1)]);
   t.throws(() => decodeRamPayload(trailing, PAGE), code('MALFORMED'));
 });
+
+t.test('addPages() gives the bytes add() gives: runs, gaps, zero pages inside a run', async (t) => {
+  const pages = 12;
+  const ram = new Uint8Array(new SharedArrayBuffer(pages * PAGE));
+  for (let p = 0; p < pages; p++) if (p % 4 !== 2) ram.set(pageOf(p + 1), p * PAGE); // pages 2, 6, 10 stay zero
+  const list = Int32Array.from([0, 1, 2, 3, 4, 7, 9, 10, 11, 5]);
+  const one = new PageBatchWriter(16, PAGE);
+  const bulk = new PageBatchWriter(16, PAGE);
+  one.reset(1, 4);
+  bulk.reset(1, 4);
+  for (const p of list) one.add(p, ram.subarray(p * PAGE, (p + 1) * PAGE));
+  const sent = new BigUint64Array(pages);
+  bulk.addPages(list, 0, 4, ram, sent);
+  bulk.addPages(list, 4, list.length, ram, sent);
+  t.same(Buffer.concat(bulk.finish()), Buffer.concat(one.finish()));
+  t.same(
+    [...list].map((p) => sent[p]),
+    [...list].map((_, i) => one.checksumAt(i)),
+  );
+  t.equal(bulk.zeroPages, 2);
+  t.throws(() => bulk.addPages(Int32Array.from([1, 2, 3, 4, 5, 6, 7]), 0, 7, ram, sent), code('INTERNAL'));
+  const fresh = new PageBatchWriter(4, PAGE);
+  fresh.reset(0, 1);
+  t.throws(() => fresh.addPages(Int32Array.from([11, 12]), 0, 2, ram, sent), code('INTERNAL'));
+});
