@@ -1,9 +1,9 @@
 /**
  * Page channels (multifd): real processes, pages moved by worker threads on their own TCP
- * connections. The stale-copy case dirties a small hot range as fast as the vCPU can while rounds
- * travel on 4 channels: the same pages are sent again and again, on whichever channel claims them;
- * without the per-round sync an older copy could land after a newer one, and the dumps, the image
- * digest or the guest's self-check would disagree.
+ * connections. The hot-range case is a randomized stress: the same pages are sent again and again
+ * on whichever channel claims them, with channel 0 lagging. It does not reliably catch a broken
+ * per-round sync (a backed-up channel stops claiming); multifd-stale.test.ts is the deterministic
+ * proof of that.
  */
 import t from 'tap';
 import { runMigration, startSide, waitExit } from '../helpers/pair.js';
