@@ -318,7 +318,11 @@ export class IncomingMigration {
     this.#checkpoint('dst-vm-started');
     this.state = 'running';
     const gap = await this.#guest!.resumedGap();
-    const integrity = { 'pages-verified': ram.pagesVerified, 'digest-destination': dstDigest };
+    const integrity = {
+      'pages-verified': ram.pagesVerified,
+      'digest-destination': dstDigest,
+      'torn-copies': this.#pages?.tornCopies ?? 0,
+    };
     const devices = this.#deviceFacts();
     await this.rp.send({
       type: 'resumed',

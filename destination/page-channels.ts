@@ -17,6 +17,8 @@ export class DestinationPageChannels {
   readonly verified: Int32Array;
   readonly #workers: Worker[] = [];
   readonly #roundEnds = new Map<number, number>();
+  /** Page copies dropped because they failed their checksum (torn by guest writes while sent). */
+  tornCopies = 0;
 
   constructor(
     memory: GuestMemory,
@@ -75,6 +77,7 @@ export class DestinationPageChannels {
 
   #onWorker(m: PageWorkerEvent): void {
     if (m.type === 'round-done') {
+      this.tornCopies += m.torn;
       const n = (this.#roundEnds.get(m.round) ?? 0) + 1;
       this.#roundEnds.set(m.round, n);
       if (n === this.#workers.length) {

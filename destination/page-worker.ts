@@ -19,7 +19,12 @@ import {
 } from '../shared/protocol/constants.js';
 import { encodeHello } from '../shared/protocol/hello.js';
 import { pageChecksum } from '../shared/ram/checksum.js';
-import { type PageWorkerEvent, type PageWorkerShared, ROUND_END_KIND } from '../shared/ram/page-channel.js';
+import {
+  PageState,
+  type PageWorkerEvent,
+  type PageWorkerShared,
+  ROUND_END_KIND,
+} from '../shared/ram/page-channel.js';
 import { channelTag } from '../shared/tls/binding.js';
 import { secureServer } from '../shared/tls/secure.js';
 
@@ -47,6 +52,7 @@ let round = 0;
 let runs: [number, number][] = [];
 let run = 0;
 let pagesThisRound = 0;
+let tornThisRound = 0;
 let failed = false;
 let closing = false;
 let current: net.Socket | null = null;
@@ -82,8 +88,9 @@ function onHeader(): void {
   count = header.readUInt32BE(8);
   const dataLen = header.readUInt32BE(12);
   if (kind === ROUND_END_KIND) {
-    post({ type: 'round-done', round, pages: pagesThisRound });
+    post({ type: 'round-done', round, pages: pagesThisRound, torn: tornThisRound });
     pagesThisRound = 0;
+    tornThisRound = 0;
     next('header');
     return;
   }
@@ -119,6 +126,7 @@ function onDescriptors(): void {
 
 /** Every page of the batch is in RAM (or is a zero page): verify in place, record the checksums. */
 function finishBatch(): void {
+  let torn = 0;
   for (let i = 0; i < count; i++) {
     const at = i * PAGE_DESCRIPTOR;
     const page = descView.getUint32(at);
@@ -128,13 +136,16 @@ function finishBatch(): void {
       if (sum !== 0n) throw new FrameError(ErrorCode.CHECKSUM, `zero page ${page} carries a checksum`, page);
       view.fill(0);
     } else if (pageChecksum(view, page) !== sum) {
-      throw new FrameError(ErrorCode.CHECKSUM, `ram: page ${page} (round ${round}) fails its checksum`, page);
+      received[page] = PageState.TORN;
+      torn++;
+      continue;
     }
     checksums[page] = sum;
-    received[page] = 1;
+    received[page] = PageState.RECEIVED;
   }
-  Atomics.add(verified, cfg.index, count);
+  Atomics.add(verified, cfg.index, count - torn);
   pagesThisRound += count;
+  tornThisRound += torn;
   next('header');
   if (cfg.index === slowIndex && slowMs > 0 && current) {
     const s = current;

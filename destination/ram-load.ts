@@ -8,6 +8,7 @@ import type { GuestMemory } from '../shared/guest/memory.js';
 import type { LoadHandlers } from '../shared/handlers.js';
 import { decodeRamPayload, type PageBatch } from '../shared/protocol/ram-records.js';
 import { imageDigest, pageChecksum } from '../shared/ram/checksum.js';
+import { PageState } from '../shared/ram/page-channel.js';
 
 export class RamLoader implements LoadHandlers {
   readonly idstr = 'ram';
@@ -97,7 +98,7 @@ export class RamLoader implements LoadHandlers {
         bytes.set(data, at);
         this.checksums[index] = sum;
       }
-      if (this.#received[index] === 0) this.#received[index] = 1;
+      if (this.#received[index] !== PageState.RECEIVED) this.#received[index] = PageState.RECEIVED;
       this.#pagesVerified++;
     }
   }
@@ -108,7 +109,15 @@ export class RamLoader implements LoadHandlers {
       throw new ProtocolError(ErrorCode.TRUNCATED, 'ram: stream ended without the RAM END section', {
         section: 'ram',
       });
-    const missing = this.#received.indexOf(0);
+    const torn = this.#received.indexOf(PageState.TORN);
+    if (torn >= 0) {
+      throw new ChecksumError(
+        ErrorCode.CHECKSUM,
+        `ram: page ${torn} fails its checksum and no good copy followed`,
+        { section: 'ram', page: torn },
+      );
+    }
+    const missing = this.#received.indexOf(PageState.MISSING);
     if (missing >= 0) {
       throw new ProtocolError(ErrorCode.TRUNCATED, `ram: page ${missing} was never received`, {
         section: 'ram',

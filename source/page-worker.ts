@@ -1,15 +1,21 @@
 /**
  * Source page worker: owns one page channel end to end. Listens on a port the main thread announces,
  * accepts the destination worker's connection (checking its hello), then for each round claims
- * 256-page slices of the round's list, copies each page into a batch (then checksums the copy),
- * and writes the batch. The main thread never touches page bytes.
+ * 256-page slices of the round's list, checksums each page in guest RAM and writes the batch
+ * header with views of the pages themselves (no copy: page-batch-in-place.ts says why a page the
+ * guest writes meanwhile is safe). The main thread never touches page bytes.
  */
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import { asMigrationError, ErrorCode } from '../shared/errors.js';
-import { ChannelKind, HELLO_LENGTH } from '../shared/protocol/constants.js';
+import {
+  ChannelKind,
+  HELLO_LENGTH,
+  PAGE_BATCH_HEADER,
+  PAGE_DESCRIPTOR,
+} from '../shared/protocol/constants.js';
 import { decodeHello } from '../shared/protocol/hello.js';
-import { PageBatchWriter } from '../shared/protocol/ram-records.js';
+import { InPlacePageBatch } from '../shared/protocol/page-batch-in-place.js';
 import {
   BATCH_PAGES,
   type PageWorkerEvent,
@@ -20,6 +26,7 @@ import {
 import { readExact } from '../shared/socket-io.js';
 import { ChannelBinding } from '../shared/tls/binding.js';
 import { secureClient } from '../shared/tls/secure.js';
+import { claimSlice } from './slice-claim.js';
 
 interface SourceWorkerData extends PageWorkerShared {
   control: SharedArrayBuffer;
@@ -30,7 +37,7 @@ interface SourceWorkerData extends PageWorkerShared {
 const cfg = workerData as SourceWorkerData;
 const ctl = new Int32Array(cfg.control);
 const list = new Int32Array(cfg.list);
-const ram = new Uint8Array(cfg.ram);
+const ram = Buffer.from(cfg.ram);
 const checksums = new BigUint64Array(cfg.checksums);
 const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
 /**
@@ -41,10 +48,16 @@ const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
  */
 const RING = 4;
 const ring = Array.from({ length: RING }, () => ({
-  writer: new PageBatchWriter(BATCH_PAGES, cfg.pageSize),
+  batch: new InPlacePageBatch(BATCH_PAGES, cfg.pageSize),
   flushed: Promise.resolve(),
 }));
 let slot = 0;
+/**
+ * Fault injection for tests: SWITCHOVER_TEST_CORRUPT_PAGE=N sends page N's round-1 copy with a
+ * wrong checksum, as a corrupting path or a guest write during the send would; the destination
+ * must drop that copy and either get a good one later or fail at EOF.
+ */
+const corruptPage = Number(process.env.SWITCHOVER_TEST_CORRUPT_PAGE ?? -1);
 let socket: net.Socket | null = null;
 let closing = false;
 
@@ -112,25 +125,31 @@ function write(chunks: Buffer[]): Promise<void> {
   });
 }
 
+function corruptDescriptor(head: Buffer, page: number): void {
+  for (let d = PAGE_BATCH_HEADER; d < head.length; d += PAGE_DESCRIPTOR) {
+    if (head.readUInt32BE(d) === page) head[d + 15]! ^= 0x01;
+  }
+}
+
 async function sendRound(round: number): Promise<void> {
   const count = Atomics.load(ctl, SRC.COUNT);
   let pages = 0;
   let zero = 0;
   let bytes = 0;
   for (;;) {
-    const start = Atomics.add(ctl, SRC.CURSOR, BATCH_PAGES);
-    if (start >= count) break;
+    const start = claimSlice(ctl, cfg.index, round, count);
+    if (start < 0) break;
     const end = Math.min(count, start + BATCH_PAGES);
     const r = ring[slot]!;
     slot = (slot + 1) % RING;
     await r.flushed;
-    const w = r.writer;
-    w.reset(0, round);
-    w.addPages(list, start, end, ram, checksums);
-    const chunks = w.finish();
-    zero += w.zeroPages;
-    bytes += chunks[0]!.length + chunks[1]!.length;
-    await takeAllowance(Math.ceil((chunks[0]!.length + chunks[1]!.length) / 1024));
+    const chunks = r.batch.build(0, round, list, start, end, ram, checksums);
+    if (corruptPage >= 0 && round === 1) corruptDescriptor(chunks[0]!, corruptPage);
+    zero += r.batch.zeroPages;
+    let length = 0;
+    for (const c of chunks) length += c.length;
+    bytes += length;
+    await takeAllowance(Math.ceil(length / 1024));
     r.flushed = write(chunks);
     r.flushed.catch(() => {});
     pages += end - start;

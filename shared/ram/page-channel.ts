@@ -22,6 +22,16 @@ export const SRC_WORDS = 8;
 export const BATCH_PAGES = 256;
 export const ROUND_END_KIND = 3;
 
+/** Destination `received` table, one byte per page. */
+export const PageState = {
+  /** no copy yet */
+  MISSING: 0,
+  /** the newest copy verified and is in RAM */
+  RECEIVED: 1,
+  /** the newest copy failed its checksum (torn by a guest write, or corrupt); a newer one must come */
+  TORN: 2,
+} as const;
+
 /**
  * How a page channel proves itself, as the main and return-path channels do: TLS (source = client,
  * destination = server, whoever opened the TCP connection) and the hello's tag keyed by the
@@ -51,5 +61,5 @@ export type PageWorkerEvent =
   | { type: 'listening'; port: number }
   | { type: 'connected' }
   | { type: 'round-sent'; round: number; pages: number; zero: number; bytes: number }
-  | { type: 'round-done'; round: number; pages: number }
+  | { type: 'round-done'; round: number; pages: number; torn: number }
   | { type: 'error'; code: string; message: string; page?: number };

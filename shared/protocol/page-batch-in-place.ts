@@ -1,0 +1,108 @@
+/**
+ * Builds one RAM page batch (layout in ram-records.ts) whose page data is NOT copied: finish()
+ * returns the header and descriptors, then views of the guest's own pages, and the kernel copies
+ * them straight from guest RAM into the socket (one copy less than PageBatchWriter, which the main
+ * channel keeps using). Page channels use it.
+ *
+ * The contract without a copy: a page is hashed from live RAM, so the guest may write it between
+ * the hash and the moment the kernel copies it. Such a torn copy fails verification on the
+ * destination, which then drops it (the page stays "not received") instead of failing. That is
+ * safe because a torn read means the guest wrote the page after this round's dirty-log harvest,
+ * and the guest marks every write dirty before it acknowledges a stop: the page is sent again in a
+ * later round, at the latest in the final one, where the guest is stopped and nothing can tear.
+ * A page whose newest copy failed its checksum at EOF is a real error (MIG_ERR_CHECKSUM).
+ */
+import { ErrorCode, MigrationError } from '../errors.js';
+import { isZeroPage, pageChecksum, ZERO_CHECKSUM } from '../ram/checksum.js';
+import { MAX_BATCH_PAGES, PAGE_BATCH_HEADER, PAGE_DESCRIPTOR, PageFlag, RamRecord } from './constants.js';
+
+export class InPlacePageBatch {
+  readonly #maxPages: number;
+  readonly #pageSize: number;
+  readonly #head: Buffer;
+  readonly #headView: DataView;
+  /** Runs of consecutive non-zero pages as views of guest RAM, in descriptor order. */
+  #runs: Buffer[] = [];
+  #count = 0;
+  #normal = 0;
+
+  constructor(maxPages = 256, pageSize = 4096) {
+    if (!Number.isInteger(maxPages) || maxPages < 1 || maxPages > MAX_BATCH_PAGES) {
+      throw new MigrationError(ErrorCode.PARAMETER, `batch size must be 1..${MAX_BATCH_PAGES} pages`);
+    }
+    this.#maxPages = maxPages;
+    this.#pageSize = pageSize;
+    this.#head = Buffer.alloc(PAGE_BATCH_HEADER + maxPages * PAGE_DESCRIPTOR);
+    this.#headView = new DataView(this.#head.buffer, this.#head.byteOffset, this.#head.byteLength);
+  }
+
+  get count(): number {
+    return this.#count;
+  }
+  get zeroPages(): number {
+    return this.#count - this.#normal;
+  }
+
+  /**
+   * Describes list[from..to) (page indexes into `ram`, a Buffer over guest RAM) and records each
+   * page's checksum in sent[index]. Returns [header+descriptors, ...page runs]: views valid as long
+   * as this batch is not reset.
+   */
+  build(
+    blockId: number,
+    round: number,
+    list: Int32Array,
+    from: number,
+    to: number,
+    ram: Buffer,
+    sent: BigUint64Array,
+  ): Buffer[] {
+    const ps = this.#pageSize;
+    const pageCount = Math.floor(ram.length / ps);
+    if (to - from > this.#maxPages || to < from) {
+      throw new MigrationError(ErrorCode.INTERNAL, `a page batch holds at most ${this.#maxPages} pages`);
+    }
+    const dv = this.#headView;
+    const runs: Buffer[] = [];
+    this.#count = 0;
+    this.#normal = 0;
+    let runStart = -1;
+    let runEnd = -1;
+    for (let i = from; i < to; i++) {
+      const index = list[i]!;
+      if (!(index >= 0 && index < pageCount)) {
+        throw new MigrationError(ErrorCode.INTERNAL, `page index ${index} is outside 0..${pageCount - 1}`, {
+          page: index,
+        });
+      }
+      const page = ram.subarray(index * ps, (index + 1) * ps);
+      const zero = isZeroPage(page);
+      const checksum = zero ? ZERO_CHECKSUM : pageChecksum(page, index);
+      const d = PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR;
+      dv.setUint32(d, index);
+      dv.setUint32(d + 4, zero ? PageFlag.ZERO << 24 : 0);
+      dv.setBigUint64(d + 8, checksum);
+      sent[index] = checksum;
+      this.#count++;
+      if (zero) continue;
+      this.#normal++;
+      if (index === runEnd) {
+        runEnd++;
+      } else {
+        if (runStart >= 0) runs.push(ram.subarray(runStart * ps, runEnd * ps));
+        runStart = index;
+        runEnd = index + 1;
+      }
+    }
+    if (runStart >= 0) runs.push(ram.subarray(runStart * ps, runEnd * ps));
+    this.#runs = runs;
+    const h = this.#head;
+    h[0] = RamRecord.PAGES;
+    h[1] = 0;
+    dv.setUint16(2, blockId);
+    dv.setUint32(4, round);
+    dv.setUint32(8, this.#count);
+    dv.setUint32(12, this.#normal * ps);
+    return [h.subarray(0, PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR), ...this.#runs];
+  }
+}
