@@ -447,6 +447,7 @@ export class SourceMigration {
       { ...window, idle: idleInWindow },
       this.ram.tracker.dirtyPagesRate,
       this.ram.tracker.pending * this.opts.guest.memory.pageSize,
+      this.ram instanceof MultifdRamSaver ? this.ram.roundBandwidth : null,
     );
     this.tracer.emit(TraceEvent.ITERATION, {
       remaining: this.ram.pendingEstimate().mustPrecopy,

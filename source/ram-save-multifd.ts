@@ -25,6 +25,8 @@ import { type RamCounters, startRamSave } from './ram-save.js';
 const WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
 /** How long one iterate turn waits for a round to finish before giving other handlers a turn. */
 const ITERATE_WAIT_MS = 50;
+/** Rounds smaller than this measure the round trip more than the path's rate. */
+const MIN_MEASURED_ROUND = 1 << 20;
 
 export class MultifdRamSaver implements SaveHandlers {
   readonly idstr = 'ram';
@@ -45,6 +47,14 @@ export class MultifdRamSaver implements SaveHandlers {
   #error: MigrationError | null = null;
   /** Bytes the workers sent (page channels), for `transferred`. */
   bytesSent = 0;
+  /**
+   * End-to-end rate of the last round big enough to measure (bytes/ms, null until then): bytes
+   * sent in it over the time from its start to ROUND_DONE. Counting bytes as they enter the kernel
+   * measures socket buffers filling in a burst, then nothing while they drain (0 on a slow path,
+   * which would never let the migration switch over); a whole round measures what the path carries.
+   */
+  roundBandwidth: number | null = null;
+  #roundStart = { at: 0, kib: 0 };
 
   constructor(
     private readonly memory: GuestMemory,
@@ -175,7 +185,12 @@ export class MultifdRamSaver implements SaveHandlers {
 
   /** The destination placed and verified every page of `round` on every channel. */
   noteRoundDone(round: number): void {
-    if (this.#inFlight?.round === round) this.#inFlight.done = true;
+    if (this.#inFlight?.round === round && !this.#inFlight.done) {
+      this.#inFlight.done = true;
+      const bytes = (Atomics.load(this.#control, SRC.SENT_KIB) - this.#roundStart.kib) * 1024;
+      const ms = monotonicMs() - this.#roundStart.at;
+      if (bytes >= MIN_MEASURED_ROUND && ms > 0) this.roundBandwidth = bytes / ms;
+    }
     this.#wakeRound?.();
   }
 
@@ -205,6 +220,7 @@ export class MultifdRamSaver implements SaveHandlers {
     Atomics.store(c, SRC.COUNT, n);
     Atomics.store(c, SRC.CURSOR, 0);
     this.#inFlight = { round, pages: n, sentBy: 0, done: false, stopped: this.#guestStopped };
+    this.#roundStart = { at: monotonicMs(), kib: Atomics.load(c, SRC.SENT_KIB) };
     for (const w of this.#workers) w.postMessage({ type: 'round', round });
   }
 

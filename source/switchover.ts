@@ -36,19 +36,22 @@ export class ConvergenceMeter {
    * A window in which the source sat idle (nothing to send, or waiting for the ACK) measures how
    * little there was to send, not what the link carries: it may not lower the estimate (the low
    * estimate is QEMU's known non-convergence, the reason for avail-switchover-bandwidth).
+   * `endToEnd` (bytes/ms), when known, replaces the window's figure: page channels measure whole
+   * rounds from start to the destination's confirmation (MultifdRamSaver.roundBandwidth).
    */
   update(
     window: { bytes: number; ms: number; idle?: boolean },
     dirtyPagesRate: number,
     remaining: number,
+    endToEnd: number | null = null,
   ): void {
     const measured = window.bytes / window.ms;
-    this.bandwidth = window.idle ? Math.max(this.bandwidth, measured) : measured;
+    this.bandwidth = endToEnd ?? (window.idle ? Math.max(this.bandwidth, measured) : measured);
     this.mbps = round2((window.bytes * 8) / (window.ms / 1000) / 1e6);
     const avail = this.params['avail-switchover-bandwidth'];
     const expectedBw = avail > 0 ? avail / 1000 : this.bandwidth;
     this.threshold = expectedBw * this.params['downtime-limit'];
-    if (expectedBw > 0 && window.bytes > 10_000 && dirtyPagesRate !== 0) {
+    if (expectedBw > 0 && (endToEnd !== null || window.bytes > 10_000) && dirtyPagesRate !== 0) {
       this.expectedDowntime = this.#dirtyBytesLastSync / expectedBw + this.#loadCostLeft(monotonicMs());
     }
     this.history.push({
