@@ -7,13 +7,15 @@ import { writeFile } from 'node:fs/promises';
 import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
 import { type DeviceSpec, destinationDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
-import { Guest } from '../shared/guest/guest.js';
-import { GuestServiceThread } from '../shared/guest/service-thread.js';
+import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
+import { GuestServiceThread, SERVICE_ENTRY } from '../shared/guest/service-thread.js';
 import { describeTls } from '../shared/tls/config.js';
 import { destinationSecurity } from '../shared/tls/policy.js';
+import { prepareWorkerBundles } from '../shared/worker/spawn.js';
 import { reportTable } from '../source/report.js';
 import { IncomingMigration } from './incoming.js';
 import { Listener } from './listener.js';
+import { PAGE_WORKER_ENTRY } from './page-channels.js';
 
 const USAGE = `usage: npm run destination -- --listen HOST:PORT [options]
 
@@ -34,6 +36,8 @@ async function main(): Promise<number> {
   const security = destinationSecurity(o, o.listen.host);
   for (const w of security.warnings) process.stderr.write(`switchover-destination: warning: ${w}\n`);
   const preallocate = argv.some((a) => a === '--ram' || a.startsWith('--ram='));
+  // before guest RAM exists: bundling forks a child, which would make all of RAM copy-on-write
+  prepareWorkerBundles([VCPU_ENTRY, SERVICE_ENTRY, PAGE_WORKER_ENTRY]);
   const guest = preallocate ? Guest.incoming(o.ramBytes) : null;
   const preallocMs = guest ? guest.memory.prefault() : 0;
   // boot the vCPU now, parked: its workload comes with the source's configuration

@@ -9,7 +9,7 @@ import type { GuestMemory } from '../shared/guest/memory.js';
 import type { PageChannelSecurity, PageWorkerEvent } from '../shared/ram/page-channel.js';
 import { spawnTsWorker } from '../shared/worker/spawn.js';
 
-const WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
+export const PAGE_WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
 
 export class DestinationPageChannels {
   readonly checksums: BigUint64Array;
@@ -32,7 +32,7 @@ export class DestinationPageChannels {
     this.received = new Uint8Array(new SharedArrayBuffer(memory.pageCount));
     this.verified = new Int32Array(new SharedArrayBuffer(channels * 4));
     for (let index = 0; index < channels; index++) {
-      const w = spawnTsWorker(WORKER_ENTRY, {
+      const w = spawnTsWorker(PAGE_WORKER_ENTRY, {
         ram: memory.shared.ram,
         pageSize: memory.pageSize,
         pageCount: memory.pageCount,

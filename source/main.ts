@@ -8,13 +8,15 @@ import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
 import { parseDeviceSpecs, sourceDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { writeRamDump } from '../shared/guest/dump.js';
-import { Guest } from '../shared/guest/guest.js';
-import { GuestServiceThread } from '../shared/guest/service-thread.js';
+import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
+import { GuestServiceThread, SERVICE_ENTRY } from '../shared/guest/service-thread.js';
 import { formatProgressLine } from '../shared/progress.js';
 import { renderTimeline } from '../shared/timeline.js';
 import { sourceSecurity } from '../shared/tls/policy.js';
+import { prepareWorkerBundles } from '../shared/worker/spawn.js';
 import { MetricsServer } from './metrics.js';
 import { SourceMigration } from './migration.js';
+import { PAGE_WORKER_ENTRY } from './ram-save-multifd.js';
 import { reportTable } from './report.js';
 import { timelineData } from './timeline-data.js';
 
@@ -30,6 +32,8 @@ async function main(): Promise<number> {
   const security = sourceSecurity(o, o.connect.host);
   for (const w of security.warnings) process.stderr.write(`switchover-source: warning: ${w}\n`);
   const deviceSpecs = parseDeviceSpecs(o.devices);
+  // before guest RAM exists: bundling forks a child, which would make all of RAM copy-on-write
+  prepareWorkerBundles([VCPU_ENTRY, SERVICE_ENTRY, PAGE_WORKER_ENTRY]);
   const guest = Guest.boot({ ramBytes: o.ramBytes, seed: o.seed, fill: o.fill });
   const workload = { dirtyRate: o.dirtyRate, pattern: o.pattern, dirtyRange: o.dirtyRange };
   await guest.start(workload);

@@ -22,7 +22,7 @@ import { spawnTsWorker } from '../shared/worker/spawn.js';
 import { DirtyTracker } from './dirty-tracker.js';
 import { type RamCounters, startRamSave } from './ram-save.js';
 
-const WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
+export const PAGE_WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
 /** How long one iterate turn waits for a round to finish before giving other handlers a turn. */
 const ITERATE_WAIT_MS = 50;
 /** Rounds smaller than this measure the round trip more than the path's rate. */
@@ -71,7 +71,7 @@ export class MultifdRamSaver implements SaveHandlers {
   async listen(host: string, migrationId: Buffer, security: PageChannelSecurity): Promise<number[]> {
     const ports: Promise<number>[] = [];
     for (let index = 0; index < this.channels; index++) {
-      const w = spawnTsWorker(WORKER_ENTRY, {
+      const w = spawnTsWorker(PAGE_WORKER_ENTRY, {
         ram: this.memory.shared.ram,
         pageSize: this.memory.pageSize,
         pageCount: this.memory.pageCount,

@@ -26,7 +26,7 @@ export interface BootOptions {
   pageSize?: number;
 }
 
-const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url);
+export const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url);
 
 export class Guest {
   #worker: Worker | null = null;

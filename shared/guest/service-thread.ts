@@ -4,14 +4,14 @@ import { ErrorCode, SocketError } from '../errors.js';
 import { spawnTsWorker } from '../worker/spawn.js';
 import type { GuestMemory } from './memory.js';
 
-const ENTRY = new URL('./service-worker.ts', import.meta.url);
+export const SERVICE_ENTRY = new URL('./service-worker.ts', import.meta.url);
 
 export class GuestServiceThread {
   #worker: Worker | null = null;
 
   /** Starts the service; resolves with the bound address. */
   start(host: string, port: number): Promise<{ host: string; port: number }> {
-    const w = spawnTsWorker(ENTRY, { host, port });
+    const w = spawnTsWorker(SERVICE_ENTRY, { host, port });
     this.#worker = w;
     return new Promise((resolve, reject) => {
       w.once('message', (m: { type: string; host: string; port: number; message?: string }) => {

@@ -9,6 +9,12 @@
  * a 1 GiB guest with 4 page channels over its memory budget; it also starts slower.
  * Packages stay external (resolved from node_modules next to the bundle; the xxhash addon is native).
  * If bundling fails (read-only tree, esbuild missing) the tsx bootstrap is used and nothing else changes.
+ *
+ * Bundle BEFORE guest RAM exists: call prepareWorkerBundles() first thing. esbuild runs as a child
+ * process, and libuv starts children with fork(): every private page of the parent becomes
+ * copy-on-write, so after a fork each first write to a page of a touched 1 GiB guest takes a fault
+ * and a 4 KiB copy. Measured here: a destination that bundled after its RAM preallocation took
+ * 286,631 faults during the migration instead of 30,620, and its first round ran ~45 % slower.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -28,42 +34,51 @@ export function spawnTsWorker(entry: URL, data: Record<string, unknown>): Worker
   return new Worker(BOOTSTRAP, { workerData: { ...data, entry: entry.href } });
 }
 
-function bundleOnce(entry: URL): URL | null {
-  const cached = bundles.get(entry.href);
-  if (cached !== undefined) return cached;
-  let url: URL | null = null;
+/** Bundles every entry this process will start, in one esbuild run (see the header: do it early). */
+export function prepareWorkerBundles(entries: URL[]): void {
+  const todo = entries.filter((e) => !bundles.has(e.href));
+  if (todo.length === 0) return;
   try {
-    url = bundle(entry);
+    const urls = bundle(todo);
+    for (const [i, e] of todo.entries()) bundles.set(e.href, urls[i]!);
   } catch (err) {
     if (process.env.SWITCHOVER_DEBUG) process.stderr.write(`worker bundle failed, using tsx: ${err}\n`);
+    for (const e of todo) bundles.set(e.href, null);
   }
-  bundles.set(entry.href, url);
-  return url;
 }
 
-function bundle(entry: URL): URL {
+function bundleOnce(entry: URL): URL | null {
+  prepareWorkerBundles([entry]);
+  return bundles.get(entry.href) ?? null;
+}
+
+function bundle(entries: URL[]): URL[] {
   const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
+  const paths = entries.map((e) => fileURLToPath(e));
   const out = esbuild.buildSync({
-    entryPoints: [fileURLToPath(entry)],
+    entryPoints: paths.map((p, i) => ({ in: p, out: `entry${i}` })),
     bundle: true,
     format: 'esm',
     platform: 'node',
     target: `node${process.versions.node.split('.')[0]}`,
     packages: 'external',
+    outdir: CACHE_DIR,
     write: false,
     logLevel: 'silent',
   });
-  const code = out.outputFiles[0]!.contents;
-  const hash = createHash('sha256').update(code).digest('hex').slice(0, 16);
-  const file = join(CACHE_DIR, `${basename(fileURLToPath(entry), '.ts')}-${hash}.mjs`);
-  if (!sameFile(file, code)) {
-    mkdirSync(CACHE_DIR, { recursive: true });
-    // write then rename: source and destination may bundle the same entry at the same moment
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, code);
-    renameSync(tmp, file);
-  }
-  return pathToFileURL(file);
+  return paths.map((p, i) => {
+    const code = out.outputFiles.find((f) => basename(f.path) === `entry${i}.js`)!.contents;
+    const hash = createHash('sha256').update(code).digest('hex').slice(0, 16);
+    const file = join(CACHE_DIR, `${basename(p, '.ts')}-${hash}.mjs`);
+    if (!sameFile(file, code)) {
+      mkdirSync(CACHE_DIR, { recursive: true });
+      // write then rename: source and destination may bundle the same entry at the same moment
+      const tmp = `${file}.${process.pid}.tmp`;
+      writeFileSync(tmp, code);
+      renameSync(tmp, file);
+    }
+    return pathToFileURL(file);
+  });
 }
 
 function sameFile(file: string, code: Uint8Array): boolean {
