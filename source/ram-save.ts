@@ -37,6 +37,8 @@ export class RamSaver implements SaveHandlers {
   readonly sentChecksums: BigUint64Array;
   /** A ring of batch buffers: one is filled while earlier ones are still being flushed by the socket. */
   readonly #batches: { writer: PageBatchWriter; flushed: Promise<void> }[];
+  /** Page indexes of the batch being built. */
+  readonly #list = new Int32Array(BATCH_PAGES);
   #next = 0;
   #round = 1;
   #guestStopped = false;
@@ -95,18 +97,22 @@ export class RamSaver implements SaveHandlers {
     await slot.flushed; // Node still holds the bytes of this buffer's previous batch until then
     const batch = slot.writer;
     batch.reset(0, this.#round);
+    const list = this.#list;
+    let n = 0;
     let wrapped = false;
-    while (!batch.full) {
+    while (n < list.length) {
       const p = this.tracker.next();
       if (p >= 0) {
-        batch.add(p, this.memory.page(p));
+        list[n++] = p;
         continue;
       }
       if (wrapped || this.tracker.pending === 0) break;
       wrapped = true;
     }
-    if (batch.count === 0) return 0;
-    this.#recordSent(batch);
+    if (n === 0) return 0;
+    batch.addPages(list, 0, n, this.memory.bytes, this.sentChecksums);
+    this.counters.duplicate += batch.zeroPages;
+    this.counters.normal += batch.normalPages;
     const chunks = batch.finish();
     let bytes = 0;
     for (const c of chunks) bytes += c.length;
@@ -115,12 +121,6 @@ export class RamSaver implements SaveHandlers {
     const sent = await sink.emit(chunks);
     slot.flushed = sent?.flushed ?? Promise.resolve();
     return batch.count;
-  }
-
-  #recordSent(batch: PageBatchWriter): void {
-    this.counters.duplicate += batch.zeroPages;
-    this.counters.normal += batch.normalPages;
-    for (let i = 0; i < batch.count; i++) this.sentChecksums[batch.indexAt(i)] = batch.checksumAt(i);
   }
 }
 

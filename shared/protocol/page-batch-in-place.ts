@@ -13,8 +13,8 @@
  * A page whose newest copy failed its checksum at EOF is a real error (MIG_ERR_CHECKSUM).
  */
 import { ErrorCode, MigrationError } from '../errors.js';
-import { isZeroPage, pageChecksum, ZERO_CHECKSUM } from '../ram/checksum.js';
-import { MAX_BATCH_PAGES, PAGE_BATCH_HEADER, PAGE_DESCRIPTOR, PageFlag, RamRecord } from './constants.js';
+import { MAX_BATCH_PAGES, PAGE_BATCH_HEADER, PAGE_DESCRIPTOR, RamRecord } from './constants.js';
+import { describePage } from './page-batch-writer.js';
 
 export class InPlacePageBatch {
   readonly #maxPages: number;
@@ -76,13 +76,7 @@ export class InPlacePageBatch {
         });
       }
       const page = ram.subarray(index * ps, (index + 1) * ps);
-      const zero = isZeroPage(page);
-      const checksum = zero ? ZERO_CHECKSUM : pageChecksum(page, index);
-      const d = PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR;
-      dv.setUint32(d, index);
-      dv.setUint32(d + 4, zero ? PageFlag.ZERO << 24 : 0);
-      dv.setBigUint64(d + 8, checksum);
-      sent[index] = checksum;
+      const zero = describePage(dv, PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR, index, page, sent);
       this.#count++;
       if (zero) continue;
       this.#normal++;

@@ -108,14 +108,8 @@ export class PageBatchWriter {
         const index = first + k;
         const slot = this.#slots[this.#normal]!;
         if (this.#normal !== base + k) slot.set(this.#slots[base + k]!); // close the gap a zero page left
-        const zero = isZeroPage(slot);
-        const checksum = zero ? ZERO_CHECKSUM : pageChecksum(slot, index);
-        const d = PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR;
-        dv.setUint32(d, index);
-        dv.setUint32(d + 4, zero ? PageFlag.ZERO << 24 : 0);
-        dv.setBigUint64(d + 8, checksum);
-        this.#checksums[this.#count] = checksum;
-        sent[index] = checksum;
+        const zero = describePage(dv, PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR, index, slot, sent);
+        this.#checksums[this.#count] = sent[index]!;
         this.#count++;
         if (!zero) this.#normal++;
       }
@@ -161,6 +155,27 @@ export class PageBatchWriter {
       this.#data.subarray(0, this.#normal * this.#pageSize),
     ];
   }
+}
+
+/**
+ * Describes one page of a batch: its descriptor (index, ZERO flag, checksum) at byte `at` of `dv`,
+ * its checksum in sent[index]. Returns whether it is a zero page (sent without data). Shared by
+ * both batch builders, so the descriptor layout is written in one place.
+ */
+export function describePage(
+  dv: DataView,
+  at: number,
+  index: number,
+  page: Uint8Array,
+  sent: BigUint64Array,
+): boolean {
+  const zero = isZeroPage(page);
+  const checksum = zero ? ZERO_CHECKSUM : pageChecksum(page, index);
+  dv.setUint32(at, index);
+  dv.setUint32(at + 4, zero ? PageFlag.ZERO << 24 : 0);
+  dv.setBigUint64(at + 8, checksum);
+  sent[index] = checksum;
+  return zero;
 }
 
 export function checkPageSize(pageSize: number): void {

@@ -355,3 +355,14 @@ export async function fileExists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+/**
+ * Sets environment variables for the rest of test `t` (children started meanwhile inherit them:
+ * that is how test-only fault hooks reach the page workers) and removes them at its end.
+ */
+export function withEnv(t: Test, vars: Record<string, string>): void {
+  for (const [k, v] of Object.entries(vars)) process.env[k] = v;
+  t.teardown(() => {
+    for (const k of Object.keys(vars)) delete process.env[k];
+  });
+}

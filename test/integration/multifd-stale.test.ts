@@ -21,7 +21,7 @@
  * the stale overwrite can be what fails).
  */
 import t from 'tap';
-import { runMigration } from '../helpers/pair.js';
+import { runMigration, withEnv } from '../helpers/pair.js';
 
 const CHANNELS = 2;
 const SLOW_MS = 100;
@@ -34,10 +34,7 @@ t.test('a stale copy on a slow channel never overwrites a newer one (pinned slic
   };
   // children inherit the environment: the pinning reaches the source's page workers, the delay the
   // destination's (each side ignores the other's variable)
-  for (const [k, v] of Object.entries(env)) process.env[k] = v;
-  t.teardown(() => {
-    for (const k of Object.keys(env)) delete process.env[k];
-  });
+  withEnv(t, env);
   const r = await runMigration(t, {
     ram: '32M',
     capabilities: 'return-path,multifd',

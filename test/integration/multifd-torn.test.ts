@@ -9,17 +9,14 @@
  *   page, no guest starts, and the source guest keeps running.
  */
 import t, { type Test } from 'tap';
-import { assertOneLineError, runMigration } from '../helpers/pair.js';
+import { assertOneLineError, runMigration, withEnv } from '../helpers/pair.js';
 
 // a data page inside the 64 KiB range the guest sweeps below (32 MiB guest: pages 1..8 hold the version
 // table, data starts at page 9), so the guest rewrites it all the time
 const PAGE = 12;
 
 function withCorruptPage(t: Test): void {
-  process.env.SWITCHOVER_TEST_CORRUPT_PAGE = String(PAGE);
-  t.teardown(() => {
-    delete process.env.SWITCHOVER_TEST_CORRUPT_PAGE;
-  });
+  withEnv(t, { SWITCHOVER_TEST_CORRUPT_PAGE: String(PAGE) });
 }
 
 t.test('a bad copy of a page the guest rewrites is dropped, and a later good copy lands', async (t) => {

@@ -6,7 +6,7 @@
  * proof of that.
  */
 import t from 'tap';
-import { runMigration, startSide, waitExit } from '../helpers/pair.js';
+import { runMigration, startSide, waitExit, withEnv } from '../helpers/pair.js';
 
 const cases: {
   name: string;
@@ -59,10 +59,7 @@ for (const c of cases) {
   t.test(c.name, async (t) => {
     t.setTimeout(90_000);
     // children inherit the environment: the fault injection reaches the destination's page workers
-    for (const [k, v] of Object.entries(c.env ?? {})) process.env[k] = v;
-    t.teardown(() => {
-      for (const k of Object.keys(c.env ?? {})) delete process.env[k];
-    });
+    withEnv(t, c.env ?? {});
     const r = await runMigration(t, {
       ram: c.ram,
       capabilities: 'return-path,multifd',
