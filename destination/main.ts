@@ -9,6 +9,7 @@ import { type DeviceSpec, destinationDevices } from '../shared/devices/registry.
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
 import { GuestServiceThread, SERVICE_ENTRY } from '../shared/guest/service-thread.js';
+import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import { describeTls } from '../shared/tls/config.js';
 import { destinationSecurity } from '../shared/tls/policy.js';
 import { prepareWorkerBundles } from '../shared/worker/spawn.js';
@@ -36,8 +37,9 @@ async function main(): Promise<number> {
   const security = destinationSecurity(o, o.listen.host);
   for (const w of security.warnings) process.stderr.write(`switchover-destination: warning: ${w}\n`);
   const preallocate = argv.some((a) => a === '--ram' || a.startsWith('--ram='));
-  // before guest RAM exists: bundling forks a child, which would make all of RAM copy-on-write
+  // before guest RAM exists: bundling and compiling fork a child, which would make all of RAM copy-on-write
   prepareWorkerBundles([VCPU_ENTRY, SERVICE_ENTRY, PAGE_WORKER_ENTRY]);
+  prepareNativeHash();
   const guest = preallocate ? Guest.incoming(o.ramBytes) : null;
   const preallocMs = guest ? guest.memory.prefault() : 0;
   // boot the vCPU now, parked: its workload comes with the source's configuration

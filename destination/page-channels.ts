@@ -6,6 +6,7 @@
 import type { Worker } from 'node:worker_threads';
 import { ChecksumError, ErrorCode, MigrationError as MigErr, type MigrationError } from '../shared/errors.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
+import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import type { PageChannelSecurity, PageWorkerEvent } from '../shared/ram/page-channel.js';
 import { spawnTsWorker } from '../shared/worker/spawn.js';
 
@@ -42,6 +43,7 @@ export class DestinationPageChannels {
         index,
         migrationId: new Uint8Array(migrationId),
         security,
+        nativeHash: prepareNativeHash(),
       });
       w.on('message', (m: PageWorkerEvent) => this.#onWorker(m));
       w.on('error', (err) =>

@@ -19,6 +19,7 @@ import {
 } from '../shared/protocol/constants.js';
 import { encodeHello } from '../shared/protocol/hello.js';
 import { pageChecksum } from '../shared/ram/checksum.js';
+import { loadNativeHash } from '../shared/ram/native-hash.js';
 import {
   PageState,
   type PageWorkerEvent,
@@ -44,6 +45,11 @@ const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
 const header = Buffer.alloc(PAGE_BATCH_HEADER);
 const desc = Buffer.alloc(MAX_BATCH_PAGES * PAGE_DESCRIPTOR);
 const descView = new DataView(desc.buffer, desc.byteOffset, desc.byteLength);
+const native = ps % 8 === 0 ? loadNativeHash(cfg.nativeHash) : null; // the addon reads 8-byte words
+/** Non-zero pages of the batch being verified: index, descriptor offset, computed checksum. */
+const verifyList = new Int32Array(MAX_BATCH_PAGES);
+const verifyAt = new Int32Array(MAX_BATCH_PAGES);
+const verifySums = new BigUint64Array(MAX_BATCH_PAGES);
 let state: 'header' | 'desc' | 'data' = 'header';
 let filled = 0;
 let count = 0;
@@ -126,16 +132,34 @@ function onDescriptors(): void {
 
 /** Every page of the batch is in RAM (or is a zero page): verify in place, record the checksums. */
 function finishBatch(): void {
-  let torn = 0;
+  // zero pages first; the others are hashed in one batch call (or page by page without the addon)
+  let m = 0;
   for (let i = 0; i < count; i++) {
     const at = i * PAGE_DESCRIPTOR;
     const page = descView.getUint32(at);
-    const sum = descView.getBigUint64(at + 8);
-    const view = ram.subarray(page * ps, (page + 1) * ps);
-    if ((desc[at + 4]! & PageFlag.ZERO) !== 0) {
-      if (sum !== 0n) throw new FrameError(ErrorCode.CHECKSUM, `zero page ${page} carries a checksum`, page);
-      view.fill(0);
-    } else if (pageChecksum(view, page) !== sum) {
+    if ((desc[at + 4]! & PageFlag.ZERO) === 0) {
+      verifyList[m] = page;
+      verifyAt[m++] = at;
+      continue;
+    }
+    if (descView.getBigUint64(at + 8) !== 0n)
+      throw new FrameError(ErrorCode.CHECKSUM, `zero page ${page} carries a checksum`, page);
+    ram.fill(0, page * ps, (page + 1) * ps);
+    checksums[page] = 0n;
+    received[page] = PageState.RECEIVED;
+  }
+  if (native) native.hashPages(ram, ps, verifyList, 0, m, verifySums, null);
+  else
+    for (let k = 0; k < m; k++)
+      verifySums[k] = pageChecksum(
+        ram.subarray(verifyList[k]! * ps, (verifyList[k]! + 1) * ps),
+        verifyList[k]!,
+      );
+  let torn = 0;
+  for (let k = 0; k < m; k++) {
+    const page = verifyList[k]!;
+    const sum = descView.getBigUint64(verifyAt[k]! + 8);
+    if (verifySums[k] !== sum) {
       received[page] = PageState.TORN;
       torn++;
       continue;

@@ -11,6 +11,7 @@ import { writeRamDump } from '../shared/guest/dump.js';
 import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
 import { GuestServiceThread, SERVICE_ENTRY } from '../shared/guest/service-thread.js';
 import { formatProgressLine } from '../shared/progress.js';
+import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import { renderTimeline } from '../shared/timeline.js';
 import { sourceSecurity } from '../shared/tls/policy.js';
 import { prepareWorkerBundles } from '../shared/worker/spawn.js';
@@ -32,8 +33,9 @@ async function main(): Promise<number> {
   const security = sourceSecurity(o, o.connect.host);
   for (const w of security.warnings) process.stderr.write(`switchover-source: warning: ${w}\n`);
   const deviceSpecs = parseDeviceSpecs(o.devices);
-  // before guest RAM exists: bundling forks a child, which would make all of RAM copy-on-write
+  // before guest RAM exists: bundling and compiling fork a child, which would make all of RAM copy-on-write
   prepareWorkerBundles([VCPU_ENTRY, SERVICE_ENTRY, PAGE_WORKER_ENTRY]);
+  prepareNativeHash();
   const guest = Guest.boot({ ramBytes: o.ramBytes, seed: o.seed, fill: o.fill });
   const workload = { dirtyRate: o.dirtyRate, pattern: o.pattern, dirtyRange: o.dirtyRange };
   await guest.start(workload);

@@ -16,6 +16,7 @@ import {
 } from '../shared/protocol/constants.js';
 import { decodeHello } from '../shared/protocol/hello.js';
 import { InPlacePageBatch } from '../shared/protocol/page-batch-in-place.js';
+import { loadNativeHash } from '../shared/ram/native-hash.js';
 import {
   BATCH_PAGES,
   type PageWorkerEvent,
@@ -39,6 +40,7 @@ const ctl = new Int32Array(cfg.control);
 const list = new Int32Array(cfg.list);
 const ram = Buffer.from(cfg.ram);
 const checksums = new BigUint64Array(cfg.checksums);
+const native = loadNativeHash(cfg.nativeHash);
 const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
 /**
  * Batches in rotation: Node holds a written buffer until the kernel has taken it, so a slot is
@@ -48,7 +50,7 @@ const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
  */
 const RING = 4;
 const ring = Array.from({ length: RING }, () => ({
-  batch: new InPlacePageBatch(BATCH_PAGES, cfg.pageSize),
+  batch: new InPlacePageBatch(BATCH_PAGES, cfg.pageSize, native),
   flushed: Promise.resolve(),
 }));
 let slot = 0;

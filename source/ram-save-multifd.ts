@@ -12,6 +12,7 @@ import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { Pending, SaveHandlers, SectionSink } from '../shared/handlers.js';
 import { encodeRamEos } from '../shared/protocol/ram-records.js';
 import { imageDigest } from '../shared/ram/checksum.js';
+import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import {
   type PageChannelSecurity,
   type PageWorkerEvent,
@@ -82,6 +83,7 @@ export class MultifdRamSaver implements SaveHandlers {
         host,
         migrationId: new Uint8Array(migrationId),
         security,
+        nativeHash: prepareNativeHash(),
       });
       this.#workers.push(w);
       this.#connected.push(

@@ -171,11 +171,22 @@ export function describePage(
 ): boolean {
   const zero = isZeroPage(page);
   const checksum = zero ? ZERO_CHECKSUM : pageChecksum(page, index);
+  writeDescriptor(dv, at, index, zero, checksum);
+  sent[index] = checksum;
+  return zero;
+}
+
+/** One descriptor: | be32 page index | u8 flags (ZERO) | 3 x 0 | be64 checksum | (ram-records.ts). */
+export function writeDescriptor(
+  dv: DataView,
+  at: number,
+  index: number,
+  zero: boolean,
+  checksum: bigint,
+): void {
   dv.setUint32(at, index);
   dv.setUint32(at + 4, zero ? PageFlag.ZERO << 24 : 0);
   dv.setBigUint64(at + 8, checksum);
-  sent[index] = checksum;
-  return zero;
 }
 
 export function checkPageSize(pageSize: number): void {

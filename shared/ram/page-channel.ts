@@ -55,6 +55,8 @@ export interface PageWorkerShared {
   checksums: SharedArrayBuffer;
   index: number;
   migrationId: Uint8Array;
+  /** Path of the batch page hasher (native-hash.ts), or null: hash page by page. */
+  nativeHash: string | null;
 }
 
 export type PageWorkerEvent =
