@@ -109,7 +109,10 @@ export class RamLoader implements LoadHandlers {
       throw new ProtocolError(ErrorCode.TRUNCATED, 'ram: stream ended without the RAM END section', {
         section: 'ram',
       });
-    const torn = this.#received.indexOf(PageState.TORN);
+    // a Buffer view searches natively (memchr); a typed array over shared memory goes element by element
+    // (0.5 ms for a 1 GiB guest, inside the downtime)
+    const received = Buffer.from(this.#received.buffer, this.#received.byteOffset, this.#received.byteLength);
+    const torn = received.indexOf(PageState.TORN);
     if (torn >= 0) {
       throw new ChecksumError(
         ErrorCode.CHECKSUM,
@@ -117,7 +120,7 @@ export class RamLoader implements LoadHandlers {
         { section: 'ram', page: torn },
       );
     }
-    const missing = this.#received.indexOf(PageState.MISSING);
+    const missing = received.indexOf(PageState.MISSING);
     if (missing >= 0) {
       throw new ProtocolError(ErrorCode.TRUNCATED, `ram: page ${missing} was never received`, {
         section: 'ram',
