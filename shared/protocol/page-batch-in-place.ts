@@ -22,8 +22,6 @@ export class InPlacePageBatch {
   readonly #pageSize: number;
   readonly #head: Buffer;
   readonly #headView: DataView;
-  /** Runs of consecutive non-zero pages as views of guest RAM, in descriptor order. */
-  #runs: Buffer[] = [];
   #count = 0;
   #normal = 0;
   /** With the batch hasher: every page's checksum and zero flag, from one call per batch. */
@@ -114,7 +112,6 @@ export class InPlacePageBatch {
       }
     }
     if (runStart >= 0) runs.push(ram.subarray(runStart * ps, runEnd * ps));
-    this.#runs = runs;
     const h = this.#head;
     h[0] = RamRecord.PAGES;
     h[1] = 0;
@@ -122,6 +119,7 @@ export class InPlacePageBatch {
     dv.setUint32(4, round);
     dv.setUint32(8, this.#count);
     dv.setUint32(12, this.#normal * ps);
-    return [h.subarray(0, PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR), ...this.#runs];
+    // page data: runs of consecutive non-zero pages as views of guest RAM, in descriptor order
+    return [h.subarray(0, PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR), ...runs];
   }
 }

@@ -11,10 +11,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cachedFile } from '../build-cache.js';
 
 export interface NativeHash {
   /**
@@ -32,9 +33,7 @@ export interface NativeHash {
   ): void;
 }
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SOURCE = join(ROOT, 'native', 'page-hash.c');
-const CACHE_DIR = join(ROOT, 'node_modules', '.cache', 'switchover');
+const SOURCE = fileURLToPath(new URL('../../native/page-hash.c', import.meta.url));
 let prepared: string | null | undefined;
 
 /** Builds the addon if needed; returns its path, or null when it cannot be built here. */
@@ -45,11 +44,8 @@ export function prepareNativeHash(): string | null {
   try {
     const source = readFileSync(SOURCE);
     const key = createHash('sha256').update(source).update(process.version).digest('hex').slice(0, 16);
-    const file = join(CACHE_DIR, `page-hash-${key}.node`);
-    if (!existsSync(file)) {
-      mkdirSync(CACHE_DIR, { recursive: true });
-      const tmp = `${file}.${process.pid}.tmp`;
-      const include = join(dirname(dirname(process.execPath)), 'include', 'node');
+    const include = join(dirname(dirname(process.execPath)), 'include', 'node');
+    const file = cachedFile(`page-hash-${key}.node`, (tmp) =>
       compile([
         '-O3',
         '-shared',
@@ -60,9 +56,8 @@ export function prepareNativeHash(): string | null {
         SOURCE,
         '-o',
         tmp,
-      ]);
-      renameSync(tmp, file);
-    }
+      ]),
+    );
     loadNativeHash(file); // a build that does not load is no build
     prepared = file;
   } catch (err) {

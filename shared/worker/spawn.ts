@@ -17,15 +17,14 @@
  * 286,631 faults during the migration instead of 30,620, and its first round ran ~45 % slower.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { CACHE_DIR, cachedFile } from '../build-cache.js';
 
 const BOOTSTRAP = new URL('./bootstrap.mjs', import.meta.url);
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CACHE_DIR = join(ROOT, 'node_modules', '.cache', 'switchover');
 const bundles = new Map<string, URL | null>();
 
 export function spawnTsWorker(entry: URL, data: Record<string, unknown>): Worker {
@@ -69,22 +68,7 @@ function bundle(entries: URL[]): URL[] {
   return paths.map((p, i) => {
     const code = out.outputFiles.find((f) => basename(f.path) === `entry${i}.js`)!.contents;
     const hash = createHash('sha256').update(code).digest('hex').slice(0, 16);
-    const file = join(CACHE_DIR, `${basename(p, '.ts')}-${hash}.mjs`);
-    if (!sameFile(file, code)) {
-      mkdirSync(CACHE_DIR, { recursive: true });
-      // write then rename: source and destination may bundle the same entry at the same moment
-      const tmp = `${file}.${process.pid}.tmp`;
-      writeFileSync(tmp, code);
-      renameSync(tmp, file);
-    }
+    const file = cachedFile(`${basename(p, '.ts')}-${hash}.mjs`, (tmp) => writeFileSync(tmp, code));
     return pathToFileURL(file);
   });
-}
-
-function sameFile(file: string, code: Uint8Array): boolean {
-  try {
-    return readFileSync(file).equals(code);
-  } catch {
-    return false;
-  }
 }
