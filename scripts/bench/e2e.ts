@@ -9,6 +9,11 @@
  *       downtime-limit 300 and 50 against the floor 64 MiB ÷ raw rate
  *   TLS W1 on the main channel with TLS-PSK and with x509 (compare with W1's main-channel row)
  *   W3  4 GiB paused guest: time per GiB against W1's
+ *   OBS W1 (2 page channels) and W2 (limit 300) again with the outside UDP probe every 1 ms, to show
+ *       what the observer costs and the service downtime a client sees. Every other case runs with
+ *       `--probe-interval 0`: the probe wakes three threads 1000 times a second each, which on 2
+ *       cores is guest activity (a "paused" guest that answers 1000 requests a second is not paused)
+ *       and took ~25 % off W1's page-channel throughput here.
  *   and peak RSS of both processes for each, against guest RAM + 25 % + 100 MiB.
  * Each configuration runs N times (default 3), interleaved with the others, each run paired with a
  * raw-TCP measurement taken just before it: median (min–max) of per-run figures and ratios. One run
@@ -30,7 +35,7 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'W1,TLS,W2,W3' },
+    only: { type: 'string', default: 'W1,TLS,W2,W3,OBS' },
   },
 });
 const RUNS = Number(values.runs);
@@ -112,6 +117,8 @@ interface Case {
   name: string;
   ram: number;
   args: string[];
+  /** Outside probe period in ms; 0 = no probe (see OBS above). */
+  probe: number;
 }
 
 const channelArgs = (n: number) =>
@@ -127,6 +134,7 @@ if (ONLY.has('W1'))
       name: ch === 0 ? 'main channel' : `${ch} page channels`,
       ram: W1_RAM,
       args: [...paused(W1_RAM), ...channelArgs(ch)],
+      probe: 0,
     });
 // what encryption costs: W1 on the main channel with TLS (page channels do not carry TLS yet)
 if (ONLY.has('TLS'))
@@ -136,28 +144,31 @@ if (ONLY.has('TLS'))
       name: `W1 main channel, TLS ${mode}`,
       ram: W1_RAM,
       args: [...paused(W1_RAM), ...channelArgs(0), '--tls', mode],
+      probe: 0,
     });
+const w2Args = (limit: number) => [
+  '--ram',
+  String(W1_RAM),
+  '--dirty-pattern',
+  'sequential',
+  '--dirty-range',
+  String(W2_RANGE),
+  '--dirty-rate',
+  'max',
+  '--max-bandwidth',
+  '0',
+  '--downtime-limit',
+  String(limit),
+  ...channelArgs(2),
+];
 if (ONLY.has('W2'))
   for (const limit of [300, 50])
     cases.push({
       workload: 'W2',
       name: `downtime-limit ${limit}, 2 page channels`,
       ram: W1_RAM,
-      args: [
-        '--ram',
-        String(W1_RAM),
-        '--dirty-pattern',
-        'sequential',
-        '--dirty-range',
-        String(W2_RANGE),
-        '--dirty-rate',
-        'max',
-        '--max-bandwidth',
-        '0',
-        '--downtime-limit',
-        String(limit),
-        ...channelArgs(2),
-      ],
+      args: w2Args(limit),
+      probe: 0,
     });
 if (ONLY.has('W3'))
   cases.push({
@@ -165,7 +176,26 @@ if (ONLY.has('W3'))
     name: `${W3_RAM / GiB} GiB, 2 page channels`,
     ram: W3_RAM,
     args: [...paused(W3_RAM), ...channelArgs(2)],
+    probe: 0,
   });
+if (ONLY.has('OBS')) {
+  cases.push({
+    workload: 'OBS',
+    name: 'W1 2 page channels, probe 1 ms',
+    ram: W1_RAM,
+    args: [...paused(W1_RAM), ...channelArgs(2)],
+    probe: 1,
+  });
+  cases.push({
+    workload: 'OBS',
+    name: 'W2 limit 300, probe 1 ms',
+    ram: W1_RAM,
+    args: w2Args(300),
+    probe: 1,
+  });
+}
+
+const caseArgs = (c: Case) => [...c.args, '--probe-interval', String(c.probe)];
 
 await mkdir(work, { recursive: true });
 /**
@@ -182,7 +212,7 @@ for (let i = 0; i < RUNS; i++) {
     const c = res.case;
     const rawBps = await measureRawTcp(QUICK ? 256 * 1024 ** 2 : GiB);
     rawRates.push(rawBps);
-    const r: Run = { ...(await migrate(c.args, false, `${c.workload}-${k}-${i}`)), rawBps };
+    const r: Run = { ...(await migrate(caseArgs(c), false, `${c.workload}-${k}-${i}`)), rawBps };
     res.runs.push(r);
     process.stderr.write(
       `${c.workload} ${c.name} run ${i + 1}/${RUNS}: ${r.status}, ${(throughput(r) / 1e9).toFixed(2)} GB/s, raw ${(rawBps / 1e9).toFixed(2)} GB/s, downtime ${r.downtime} ms\n`,
@@ -191,7 +221,7 @@ for (let i = 0; i < RUNS; i++) {
 }
 // one more run per case writes --dump-ram (inside the downtime, so it is kept out of the timing figures)
 for (const [k, res] of results.entries())
-  res.check = await migrate(res.case.args, true, `${res.case.workload}-${k}-check`);
+  res.check = await migrate(caseArgs(res.case), true, `${res.case.workload}-${k}-check`);
 await rm(work, { recursive: true, force: true });
 
 const rawRate = spread(rawRates);
@@ -212,6 +242,7 @@ const rows = [
     '× raw paired',
     'total ms',
     'downtime ms',
+    'service downtime ms',
     'iterations',
     'ms/GiB',
     'peak RSS MiB src/dst',
@@ -225,13 +256,14 @@ for (const { case: c, runs, check } of results) {
   const total = spread(runs.map((r) => r['total-time']));
   const down = spread(runs.map((r) => r.downtime));
   const iters = spread(runs.map((r) => r.iterations));
+  const service = c.probe > 0 ? spread(runs.map((r) => r.probe?.['service-downtime'] ?? Number.NaN)) : null;
   const perGiB = spread(runs.map((r) => (r['total-time'] - r['setup-time']) / (c.ram / GiB)));
   const rss = {
     source: Math.max(...runs.map((r) => r['peak-rss']?.source ?? 0)),
     destination: Math.max(...runs.map((r) => r['peak-rss']?.destination ?? 0)),
   };
   const verified = runs.every(ok) && ok(check) && check.dumpsEqual === true;
-  const bar = c.workload === 'W2' ? spread(runs.map(w2Bar)) : null;
+  const bar = c.args.includes('--dirty-range') ? spread(runs.map(w2Bar)) : null; // W2 and its OBS twin
   rows.push([
     c.workload,
     c.name,
@@ -240,6 +272,7 @@ for (const { case: c, runs, check } of results) {
     fmt(ratio, 2),
     fmt(total, 0),
     bar ? `${fmt(down, 1)} / bar ${bar.median.toFixed(1)}` : fmt(down, 1),
+    service ? fmt(service, 1) : '-',
     fmt(iters, 0),
     fmt(perGiB, 0),
     `${(rss.source / 2 ** 20).toFixed(0)}/${(rss.destination / 2 ** 20).toFixed(0)}`,
@@ -248,7 +281,8 @@ for (const { case: c, runs, check } of results) {
   summary.push({
     workload: c.workload,
     case: c.name,
-    args: c.args,
+    args: caseArgs(c),
+    ...(service ? { serviceDowntime: service } : {}),
     gbps,
     ratio,
     ratioToRawMedian: gbps.median / (rawRate.median / 1e9),

@@ -15,13 +15,13 @@ export class ServiceProbe {
     this.#untilFile = join(workDir, 'probe.stop');
   }
 
-  start(targets: string[]): void {
+  start(targets: string[], intervalMs = 1): void {
     const args = [
       '--import',
       'tsx',
       join(ROOT, 'scripts/probe.ts'),
       '--interval',
-      '1',
+      String(intervalMs),
       '--until-file',
       this.#untilFile,
     ];
@@ -42,6 +42,10 @@ export class ServiceProbe {
     try {
       const r = JSON.parse(out.trim().split('\n').pop() ?? '') as Record<string, unknown>;
       if (r['service-downtime'] === null) return null;
+      const first =
+        typeof r.start === 'number' && typeof r['leading-silence'] === 'number'
+          ? (r.start as number) + (r['leading-silence'] as number)
+          : null;
       return {
         'service-downtime': r['service-downtime'],
         interval: r.interval,
@@ -53,9 +57,35 @@ export class ServiceProbe {
         'gap-end': r['gap-end'],
         'gap-start-target': r['gap-start-target'],
         'gap-end-target': r['gap-end-target'],
+        'first-reply': first,
       };
     } catch {
       return null;
     }
   }
+}
+
+/**
+ * A completed migration's service downtime is the handover gap: the last reply from the source guest
+ * to the first from the destination guest. If the probe saw no handover (it started after the
+ * switchover, e.g. a short migration finished while the probe process was still loading), its
+ * longest gap is some other silence: report null and say why rather than a number that looks right.
+ */
+export function probeCoverage(
+  probe: Record<string, unknown>,
+  status: unknown,
+  downtimeStart: unknown,
+): Record<string, unknown> {
+  if (status !== 'completed' || probe.handover === true) return probe;
+  const late =
+    typeof probe['first-reply'] === 'number' &&
+    typeof downtimeStart === 'number' &&
+    probe['first-reply'] > downtimeStart;
+  return {
+    ...probe,
+    'service-downtime': null,
+    'not-covered': late
+      ? 'the probe got its first reply after the downtime had begun'
+      : 'the probe saw no handover from the source guest to the destination guest',
+  };
 }

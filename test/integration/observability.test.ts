@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { ROOT } from '../../scripts/lib/spawn-side.js';
 import { parseProgressLine } from '../../shared/progress.js';
 import { bounded, TIMEOUT, tempDir } from '../helpers/pair.js';
@@ -92,5 +92,51 @@ t.test('a pair run reports three downtimes, a breakdown, a timeline and parseabl
   t.ok(
     transferred.every((x, i) => i === 0 || x >= transferred[i - 1]!),
     'transferred never goes backwards',
+  );
+});
+
+/** Runs `npm start`'s script with args; resolves its exit code and stderr. */
+async function runPairCli(t: Test, args: string[]): Promise<{ code: unknown; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/run-pair.ts'), ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const code = await bounded(new Promise((r) => child.on('exit', r)), 100_000);
+  return { code, stderr };
+}
+
+t.test('--probe-interval 0 runs no outside probe; a bad period is a usage error', async (t) => {
+  t.setTimeout(120_000);
+  const dir = await tempDir(t);
+  const json = join(dir, 'report.json');
+  const off = await runPairCli(t, [
+    '--ram',
+    '32M',
+    '--dirty-rate',
+    '0',
+    '--probe-interval',
+    '0',
+    '--json',
+    json,
+  ]);
+  t.equal(off.code, 0, 'pair exits 0');
+  const r = JSON.parse(await readFile(json, 'utf8'));
+  t.equal(r.status, 'completed');
+  t.equal(r.probe, undefined, 'no probe figures when no probe ran');
+  t.type(r.guest['observed-downtime'], 'number', 'the guest still reports what it saw');
+
+  const bad = await runPairCli(t, ['--ram', '32M', '--probe-interval', 'soon']);
+  t.equal(bad.code, 2, 'bad usage exits 2');
+  t.match(
+    bad.stderr.split('\n')[0],
+    /^switchover: MIG_ERR_USAGE: --probe-interval: 'soon' is not a period of 0\.\.60000 ms/,
+    'the first line names the option and the value (usage follows)',
   );
 });
