@@ -227,7 +227,13 @@ async function probe(opts: ProbeOptions): Promise<number> {
     else untilTimer = setInterval(() => existsSync(path) && stop('until-file'), 10);
   }
   if (opts.duration !== undefined) durationTimer = setTimeout(() => stop('duration'), opts.duration);
-  if (!stopped) loop();
+  if (!stopped) {
+    loop();
+    // the pair waits for this line before it starts the source, so the probe sees the whole migration
+    process.stderr.write(
+      `probe: sending to ${targets.map((t) => t.text).join(', ')} every ${opts.interval} ms\n`,
+    );
+  }
 
   await stoppedP;
   const end = now();

@@ -21,7 +21,7 @@ import { parseProgressLine } from '../shared/progress.js';
 import { ProgressBar } from '../shared/progress-bar.js';
 import { generatePsk, generateX509 } from '../shared/tls/generate.js';
 import { reportTable } from '../source/report.js';
-import { probeCoverage, ServiceProbe } from './lib/service-probe.js';
+import { freeUdpPort, probeCoverage, ServiceProbe } from './lib/service-probe.js';
 import { spawnSide } from './lib/spawn-side.js';
 
 const USAGE = `usage: npm start -- [--tls x509|psk] [options]\n\nRuns destination and source as two processes on 127.0.0.1 and migrates once.\n  --tls x509|psk             TLS on every channel with throwaway credentials made for this run\n  --probe-interval MS        period of the outside UDP probe of the guest service (default 1; 0 = no probe)\n\n${USAGE_OPTIONS}`;
@@ -36,6 +36,9 @@ function takeTls(argv: string[]): 'x509' | 'psk' | undefined {
     throw new ParameterError(ErrorCode.USAGE, `--tls: '${mode ?? ''}' is not one of x509, psk`);
   return mode;
 }
+
+/** How long the pair waits for the destination to announce its guest service. */
+const SERVICE_WAIT_MS = 10_000;
 
 /** Removes `--probe-interval MS` (pair only) from argv; returns the period in ms, 0 for no probe. */
 function takeProbeInterval(argv: string[]): number {
@@ -118,13 +121,24 @@ async function main(): Promise<number> {
       expectedDowntime: Number(p['expected-downtime']),
     });
   };
+  // The probe must be sending before the source starts, or a short migration is over before it
+  // looks: the source's service gets a port chosen here, and the source waits for the probe.
+  const userService = argv.some((a) => a === '--service' || a.startsWith('--service='));
+  const srcService = probeInterval > 0 && !userService ? `127.0.0.1:${await freeUdpPort()}` : null;
   const services: string[] = [];
+  let onDstService: (address: string) => void = () => {};
+  const dstService = new Promise<string | null>((resolve) => {
+    onDstService = resolve;
+    setTimeout(() => resolve(null), SERVICE_WAIT_MS).unref();
+  });
   const probe = new ServiceProbe(work);
   const noteService = (l: string) => {
     const m = /guest service on (\S+)$/.exec(l);
     if (!m) return false;
     services.push(m[1]!);
-    if (services.length === 2 && probeInterval > 0) probe.start(services, probeInterval);
+    if (services.length === 1) onDstService(m[1]!);
+    // --service given by the user: the old way, the probe starts once both services are known
+    if (!srcService && services.length === 2 && probeInterval > 0) void probe.start(services, probeInterval);
     return true;
   };
   const dst = spawnSide(
@@ -148,12 +162,18 @@ async function main(): Promise<number> {
     throw new MigrationError(ErrorCode.INTERNAL, `destination did not start: ${dst.stderrLines.join(' | ')}`);
   }
   log(`destination listening on ${address}`);
+  if (srcService) {
+    const dstSvc = await dstService;
+    const ready = dstSvc !== null && (await probe.start([dstSvc, srcService], probeInterval));
+    if (!ready) log('outside probe did not start in time; migrating without it');
+  }
   const src = spawnSide(
     'source',
     [
       '--connect',
       address,
       ...common,
+      ...(srcService ? ['--service', srcService] : []),
       '--json',
       srcJson,
       ...(o.quiet ? ['--quiet'] : []),

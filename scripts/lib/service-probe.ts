@@ -3,9 +3,29 @@
  * a pair run, and collects `probe.{service-downtime, interval}` for the report.
  */
 import { spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { ROOT } from './spawn-side.js';
+
+/** How long a pair waits for the probe process to start sending before it migrates without waiting. */
+const PROBE_READY_MS = 15_000;
+
+/**
+ * A free UDP port on 127.0.0.1 for the source's guest service, so the probe can be told both
+ * targets before the source exists (the port is free when checked; the source binds it moments later).
+ */
+export async function freeUdpPort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', resolve);
+  });
+  const { port } = s.address();
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
 
 export class ServiceProbe {
   #done: Promise<string> | null = null;
@@ -15,7 +35,8 @@ export class ServiceProbe {
     this.#untilFile = join(workDir, 'probe.stop');
   }
 
-  start(targets: string[], intervalMs = 1): void {
+  /** Starts the probe process; resolves once it is sending (false if it never got there in time). */
+  start(targets: string[], intervalMs = 1): Promise<boolean> {
     const args = [
       '--import',
       'tsx',
@@ -26,12 +47,23 @@ export class ServiceProbe {
       this.#untilFile,
     ];
     for (const t of targets) args.push('--target', t);
-    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (c: Buffer) => {
       out += c.toString();
     });
     this.#done = new Promise((resolve) => child.on('exit', () => resolve(out)));
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), PROBE_READY_MS);
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      createInterface({ input: child.stderr }).on('line', (l) => {
+        if (l.startsWith('probe: sending')) done(true);
+      });
+      child.on('exit', () => done(false));
+    });
   }
 
   /** Stops the probe and returns its figures (null if it never ran or saw no reply). */
