@@ -298,9 +298,35 @@ export class IncomingMigration {
     return t;
   }
 
+  /** The page channels' last round, bounded like any other wait on the source (stall-timeout). */
+  async #finalRoundEnded(pages: DestinationPageChannels, round: number): Promise<void> {
+    const ms = this.opts.stallTimeoutMs ?? 10_000;
+    if (ms <= 0) return pages.roundEnded(round);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new SocketError(
+              ErrorCode.TIMEOUT,
+              `page channels did not finish round ${round} within ${ms} ms of EOF (stall-timeout)`,
+            ),
+          ),
+        ms,
+      );
+    });
+    try {
+      await Promise.race([pages.roundEnded(round), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** EOF: verify everything, then start the guest, then SHUT(0). */
   async #finish(): Promise<void> {
     const ram = this.#ram!;
+    // page channels may still be delivering the last round (the source did not wait for its ROUND_DONE)
+    if (ram.finalRound !== null && this.#pages) await this.#finalRoundEnded(this.#pages, ram.finalRound);
     ram.verifyComplete();
     const dstDigest = ram.digest();
     if (this.#digest.digest === null)

@@ -18,6 +18,10 @@ export class DestinationPageChannels {
   readonly verified: Int32Array;
   readonly #workers: Worker[] = [];
   readonly #roundEnds = new Map<number, number>();
+  /** Highest round ended on every channel (rounds end in order: the next starts after ROUND_DONE). */
+  #doneThrough = 0;
+  #roundWaiters: { round: number; resolve: () => void; reject: (e: MigrationError) => void }[] = [];
+  #failure: MigrationError | null = null;
   /** Page copies dropped because they failed their checksum (torn by guest writes while sent). */
   tornCopies = 0;
 
@@ -84,13 +88,35 @@ export class DestinationPageChannels {
       this.#roundEnds.set(m.round, n);
       if (n === this.#workers.length) {
         this.#roundEnds.delete(m.round);
+        this.#doneThrough = Math.max(this.#doneThrough, m.round);
+        this.#settleWaiters();
         this.onRoundDone(m.round);
       }
       return;
     }
     if (m.type === 'error') {
       const Err = m.code === ErrorCode.CHECKSUM ? ChecksumError : MigErr;
-      this.onError(new Err(m.code as ErrorCode, m.message, { page: m.page, section: 'ram' }));
+      const e = new Err(m.code as ErrorCode, m.message, { page: m.page, section: 'ram' });
+      this.#failure ??= e;
+      this.#settleWaiters();
+      this.onError(e);
     }
+  }
+
+  /** Resolves once every channel has ended `round` (the source's FINAL_ROUND); rejects if a channel fails. */
+  roundEnded(round: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#roundWaiters.push({ round, resolve, reject });
+      this.#settleWaiters();
+    });
+  }
+
+  #settleWaiters(): void {
+    this.#roundWaiters = this.#roundWaiters.filter((w) => {
+      if (this.#failure) w.reject(this.#failure);
+      else if (this.#doneThrough >= w.round) w.resolve();
+      else return true;
+      return false;
+    });
   }
 }

@@ -22,6 +22,8 @@ export class RamLoader implements LoadHandlers {
   readonly #workerVerified: Int32Array | null;
   #geometrySeen = false;
   #eos = false;
+  /** Page channels: the round the source declared last (FINAL_ROUND), null until then. */
+  finalRound: number | null = null;
 
   /** With page channels, the tables live in shared memory so the page workers fill them. */
   constructor(
@@ -53,6 +55,16 @@ export class RamLoader implements LoadHandlers {
         return;
       case 'eos':
         if (kind === 'end') this.#eos = true;
+        return;
+      case 'final-round':
+        // sent in the completion stage (a PART or the END section), never twice
+        if (kind === 'start' || kind === 'full' || !this.#workerVerified || this.finalRound !== null)
+          throw new ProtocolError(
+            ErrorCode.MALFORMED,
+            `ram: FINAL_ROUND ${rec.round} in a ${kind.toUpperCase()} section, repeated, or without page channels`,
+            { section: 'ram' },
+          );
+        this.finalRound = rec.round;
         return;
     }
   }

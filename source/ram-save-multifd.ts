@@ -10,7 +10,7 @@ import { ErrorCode, MigrationError } from '../shared/errors.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { Pending, SaveHandlers, SectionSink } from '../shared/handlers.js';
-import { encodeRamEos } from '../shared/protocol/ram-records.js';
+import { encodeRamEos, encodeRamFinalRound } from '../shared/protocol/ram-records.js';
 import { imageDigest } from '../shared/ram/checksum.js';
 import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import {
@@ -174,8 +174,13 @@ export class MultifdRamSaver implements SaveHandlers {
     while (this.#inFlight && !this.#inFlight.done) await this.#waitRound(1000);
     this.tracker.sync(monotonicMs());
     if (this.tracker.pending > 0) {
-      this.#startRound();
-      while (!this.#inFlight!.done) await this.#waitRound(1000);
+      // The last round: no later round can overtake its pages, so waiting for its ROUND_DONE would
+      // only add a return-path round trip to the downtime. Once every worker has handed the round to
+      // its socket (and recorded its checksums for the image digest), say which round was last; the
+      // destination waits for it to end on every channel before it loads EOF.
+      const round = this.#startRound();
+      while (this.#inFlight!.sentBy < this.#workers.length) await this.#waitRound(1000);
+      await sink.emit(encodeRamFinalRound(round));
     }
     await sink.emit(encodeRamEos());
   }
@@ -207,7 +212,7 @@ export class MultifdRamSaver implements SaveHandlers {
     }, 200).unref();
   }
 
-  #startRound(): void {
+  #startRound(): number {
     const list = this.#list;
     let n = 0;
     // every pending page, wrapping once past the end (the cursor may start mid-bitmap)
@@ -224,11 +229,14 @@ export class MultifdRamSaver implements SaveHandlers {
     this.#inFlight = { round, pages: n, sentBy: 0, done: false, stopped: this.#guestStopped };
     this.#roundStart = { at: monotonicMs(), kib: Atomics.load(c, SRC.SENT_KIB) };
     for (const w of this.#workers) w.postMessage({ type: 'round', round });
+    return round;
   }
 
   #onWorker(m: PageWorkerEvent): void {
     switch (m.type) {
       case 'round-sent': {
+        if (this.#inFlight?.round === m.round && ++this.#inFlight.sentBy === this.#workers.length)
+          this.#wakeRound?.();
         this.bytesSent += m.bytes;
         this.counters.duplicate += m.zero;
         this.counters.normal += m.pages - m.zero;

@@ -5,6 +5,7 @@
  * ```
  *  GEOMETRY  | 0x01 | be32 len | msgpack {pageSize, pageCount, blocks: [{name, pages}]} |
  *  EOS       | 0x03 |
+ *  FINAL_ROUND | 0x04 | be32 round |   (page channels; only in the RAM END section, before EOS)
  *  PAGES     header (16):
  *            | 0x02 | u8 flags=0 | be16 block id | be32 round | be32 count | be32 data_len |
  *            count × descriptor (16):
@@ -46,7 +47,8 @@ export interface PageBatch {
 export type RamPayload =
   | { kind: 'geometry'; geometry: RamGeometry }
   | { kind: 'pages'; batch: PageBatch }
-  | { kind: 'eos' };
+  | { kind: 'eos' }
+  | { kind: 'final-round'; round: number };
 
 export function encodeRamGeometry(g: RamGeometry): Buffer {
   const body = packBody({ pageSize: g.pageSize, pageCount: g.pageCount, blocks: g.blocks });
@@ -55,6 +57,15 @@ export function encodeRamGeometry(g: RamGeometry): Buffer {
 
 export function encodeRamEos(): Buffer {
   return Buffer.from([RamRecord.EOS]);
+}
+
+/**
+ * Page channels: the switchover's round is the last. The source sends this as soon as every page
+ * worker has handed that round to its socket, without waiting for ROUND_DONE; the destination must
+ * see the round end on every channel before it loads EOF (no later round exists to overtake it).
+ */
+export function encodeRamFinalRound(round: number): Buffer {
+  return new ByteWriter(5).u8(RamRecord.FINAL_ROUND).u32(round).finish();
 }
 
 export function decodeRamPayload(payload: Buffer, pageSize: number): RamPayload {
@@ -70,6 +81,10 @@ export function decodeRamPayload(payload: Buffer, pageSize: number): RamPayload 
     case RamRecord.EOS:
       if (payload.length !== 1) throw malformed('ram', `EOS record has ${payload.length - 1} trailing bytes`);
       return { kind: 'eos' };
+    case RamRecord.FINAL_ROUND:
+      if (payload.length !== 5)
+        throw malformed('ram', `FINAL_ROUND record is ${payload.length} bytes, expected 5`);
+      return { kind: 'final-round', round: payload.readUInt32BE(1) };
     default:
       throw malformed('ram', `unknown RAM record kind 0x${kind.toString(16)}`, 'kind');
   }

@@ -3,6 +3,7 @@ import t from 'tap';
 import {
   decodeRamPayload,
   encodeRamEos,
+  encodeRamFinalRound,
   encodeRamGeometry,
   type PageBatch,
   PageBatchWriter,
@@ -23,6 +24,15 @@ t.test('geometry and EOS encode to the builder bytes and round-trip', async (t) 
   t.same(decodeRamPayload(encodeRamGeometry(geometry), PAGE), { kind: 'geometry', geometry });
   t.same(encodeRamEos(), Buffer.from([0x03]));
   t.same(decodeRamPayload(encodeRamEos(), PAGE), { kind: 'eos' });
+});
+
+t.test('FINAL_ROUND is 0x04 and a be32 round; any other length is MALFORMED', async (t) => {
+  t.same(encodeRamFinalRound(0x01020304), Buffer.from([0x04, 0x01, 0x02, 0x03, 0x04]));
+  t.same(decodeRamPayload(Buffer.from([0x04, 0, 0, 0, 7]), PAGE), { kind: 'final-round', round: 7 });
+  t.same(decodeRamPayload(encodeRamFinalRound(0xffffffff), PAGE), { kind: 'final-round', round: 0xffffffff });
+  for (const bad of [[0x04], [0x04, 0, 0, 7], [0x04, 0, 0, 0, 7, 0]]) {
+    t.throws(() => decodeRamPayload(Buffer.from(bad), PAGE), code('MALFORMED'), `${bad.length} bytes`);
+  }
 });
 
 t.test('PageBatchWriter builds the builder bytes for zero and non-zero pages', async (t) => {
