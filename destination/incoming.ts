@@ -11,6 +11,7 @@
 import type net from 'node:net';
 import { totalmem } from 'node:os';
 import { bootId } from '../shared/boot-id.js';
+import { withDeadline } from '../shared/deadline.js';
 import {
   asMigrationError,
   ChecksumError,
@@ -302,24 +303,15 @@ export class IncomingMigration {
   async #finalRoundEnded(pages: DestinationPageChannels, round: number): Promise<void> {
     const ms = this.opts.stallTimeoutMs ?? 10_000;
     if (ms <= 0) return pages.roundEnded(round);
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new SocketError(
-              ErrorCode.TIMEOUT,
-              `page channels did not finish round ${round} within ${ms} ms of EOF (stall-timeout)`,
-            ),
-          ),
-        ms,
-      );
-    });
-    try {
-      await Promise.race([pages.roundEnded(round), late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await withDeadline(
+      pages.roundEnded(round),
+      ms,
+      () =>
+        new SocketError(
+          ErrorCode.TIMEOUT,
+          `page channels did not finish round ${round} within ${ms} ms of EOF (stall-timeout)`,
+        ),
+    );
   }
 
   /** EOF: verify everything, then start the guest, then SHUT(0). */

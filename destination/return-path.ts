@@ -4,6 +4,7 @@
  * accepted, so sending waits (bounded) for it.
  */
 import type net from 'node:net';
+import { withDeadline } from '../shared/deadline.js';
 import {
   asMigrationError,
   ErrorCode,
@@ -59,24 +60,15 @@ export class ReturnPath {
 
   async waitOpen(timeoutMs: number): Promise<void> {
     if (this.#writer) return;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new SocketError(
-              ErrorCode.TIMEOUT,
-              `return path not connected within ${timeoutMs} ms of OPEN_RETURN_PATH`,
-            ),
-          ),
-        timeoutMs,
-      );
-    });
-    try {
-      await Promise.race([this.#openPromise, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await withDeadline(
+      this.#openPromise,
+      timeoutMs,
+      () =>
+        new SocketError(
+          ErrorCode.TIMEOUT,
+          `return path not connected within ${timeoutMs} ms of OPEN_RETURN_PATH`,
+        ),
+    );
   }
 
   /** Sends one message if the return path is open; a no-op otherwise (return-path capability off). */

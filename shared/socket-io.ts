@@ -3,6 +3,7 @@
  * reading an exact number of bytes (for hellos) with a deadline.
  */
 import type { Socket } from 'node:net';
+import { withDeadline } from './deadline.js';
 import { asMigrationError, ErrorCode, type MigrationError, SocketError } from './errors.js';
 
 export class ChannelWriter {
@@ -79,23 +80,15 @@ export class ChannelWriter {
   async flush(): Promise<void> {
     if (this.#error) throw this.#error;
     if (this.stallTimeoutMs <= 0) return this.#lastFlushed;
-    let timer: NodeJS.Timeout | undefined;
-    const stalled = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const err = new SocketError(
-          ErrorCode.TIMEOUT,
-          `${this.name} channel made no progress for ${this.stallTimeoutMs} ms (stall-timeout)`,
-        );
-        this.fail(err);
-        this.socket.destroy();
-        reject(err);
-      }, this.stallTimeoutMs);
+    await withDeadline(this.#lastFlushed, this.stallTimeoutMs, () => {
+      const err = new SocketError(
+        ErrorCode.TIMEOUT,
+        `${this.name} channel made no progress for ${this.stallTimeoutMs} ms (stall-timeout)`,
+      );
+      this.fail(err);
+      this.socket.destroy();
+      return err;
     });
-    try {
-      await Promise.race([this.#lastFlushed, stalled]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   #drain(): Promise<void> {

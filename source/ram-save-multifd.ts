@@ -6,6 +6,7 @@
  * (RP ROUND_DONE), so a newer copy of a page can never be overtaken by an older one.
  */
 import type { Worker } from 'node:worker_threads';
+import { withDeadline } from '../shared/deadline.js';
 import { ErrorCode, MigrationError } from '../shared/errors.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
@@ -142,19 +143,11 @@ export class MultifdRamSaver implements SaveHandlers {
 
   /** Every destination page worker connected (they boot in parallel with the setup). */
   async waitConnected(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(new MigrationError(ErrorCode.TIMEOUT, `page channels not connected within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    });
-    try {
-      await Promise.race([Promise.all(this.#connected), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await withDeadline(
+      Promise.all(this.#connected),
+      timeoutMs,
+      () => new MigrationError(ErrorCode.TIMEOUT, `page channels not connected within ${timeoutMs} ms`),
+    );
   }
 
   async saveIterate(_sink: SectionSink): Promise<'more' | 'done'> {
