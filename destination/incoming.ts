@@ -169,6 +169,13 @@ export class IncomingMigration {
       case 'full':
         this.#expect('loading', rec.type);
         await this.#loadvm!.load(rec);
+        // RAM before devices, as QEMU loads them: once the source has named its last page-channel
+        // round, nothing after this section may load until that round has landed on every channel
+        // (device state is checked against guest RAM, e.g. the cpu against page 0)
+        if (this.#ram?.finalRound != null && !this.#finalRoundLanded && this.#pages) {
+          await this.#finalRoundEnded(this.#pages, this.#ram.finalRound);
+          this.#finalRoundLanded = true;
+        }
         return;
       case 'eof':
         this.#expect('loading', rec.type, 'verifying');
@@ -299,6 +306,9 @@ export class IncomingMigration {
     return t;
   }
 
+  /** The page channels' last round (FINAL_ROUND) has been placed and verified on every channel. */
+  #finalRoundLanded = false;
+
   /** The page channels' last round, bounded like any other wait on the source (stall-timeout). */
   async #finalRoundEnded(pages: DestinationPageChannels, round: number): Promise<void> {
     const ms = this.opts.stallTimeoutMs ?? 10_000;
@@ -317,8 +327,6 @@ export class IncomingMigration {
   /** EOF: verify everything, then start the guest, then SHUT(0). */
   async #finish(): Promise<void> {
     const ram = this.#ram!;
-    // page channels may still be delivering the last round (the source did not wait for its ROUND_DONE)
-    if (ram.finalRound !== null && this.#pages) await this.#finalRoundEnded(this.#pages, ram.finalRound);
     ram.verifyComplete();
     const dstDigest = ram.digest();
     if (this.#digest.digest === null)

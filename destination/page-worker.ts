@@ -64,12 +64,14 @@ let closing = false;
 let current: net.Socket | null = null;
 /**
  * Fault injection for tests: SWITCHOVER_TEST_CHANNEL_DELAY=INDEX:MS makes page channel INDEX pause
- * MS after every batch, so its data lands late, the way a congested path would deliver it.
+ * MS after every batch, so its data lands late, the way a congested path would deliver it; `*:MS`
+ * slows every channel, after each round's end marker too (the main channel then runs ahead of all
+ * of them, even when a round has one batch per channel).
  */
-const [slowIndex, slowMs] = (process.env.SWITCHOVER_TEST_CHANNEL_DELAY ?? '-1:0').split(':').map(Number) as [
-  number,
-  number,
-];
+const [slowSpec, slowDelay] = (process.env.SWITCHOVER_TEST_CHANNEL_DELAY ?? '-1:0').split(':');
+const slowAll = slowSpec === '*';
+const slowIndex = slowAll ? cfg.index : Number(slowSpec);
+const slowMs = Number(slowDelay);
 
 class FrameError extends Error {
   constructor(
@@ -98,6 +100,8 @@ function onHeader(): void {
     pagesThisRound = 0;
     tornThisRound = 0;
     next('header');
+    // `*` mode: the next round's first batch waits too, so even a one-batch last round lands late
+    if (slowAll) pauseChannel();
     return;
   }
   if (kind !== RamRecord.PAGES || count === 0 || count > MAX_BATCH_PAGES || dataLen % ps !== 0) {
@@ -171,11 +175,14 @@ function finishBatch(): void {
   pagesThisRound += count;
   tornThisRound += torn;
   next('header');
-  if (cfg.index === slowIndex && slowMs > 0 && current) {
-    const s = current;
-    s.pause();
-    setTimeout(() => s.resume(), slowMs);
-  }
+  if (cfg.index === slowIndex) pauseChannel();
+}
+
+function pauseChannel(): void {
+  if (slowMs <= 0 || !current) return;
+  const s = current;
+  s.pause();
+  setTimeout(() => s.resume(), slowMs);
 }
 
 function next(s: typeof state): void {

@@ -39,6 +39,17 @@ const cases: {
     env: { SWITCHOVER_TEST_CHANNEL_DELAY: '0:20' },
   },
   {
+    // The source names the last round (FINAL_ROUND) and sends device state and EOF without waiting
+    // for it; with every page channel slow, device sections reach the destination long before the
+    // last pages do. The cpu device checks its registers against guest page 0 (dirtied by every
+    // heartbeat, so it is in the last round): loading it before that round lands is 'stale control page'.
+    name: 'device state loads only after the last round landed on every channel',
+    ram: '16M',
+    source: ['--dirty-rate', '1M', '--max-bandwidth', '0'],
+    channels: 2,
+    env: { SWITCHOVER_TEST_CHANNEL_DELAY: '*:40' },
+  },
+  {
     name: 'a sequential sweep with max-bandwidth shared by the page workers',
     ram: '64M',
     source: [
