@@ -319,7 +319,7 @@ export class IncomingMigration {
       () =>
         new SocketError(
           ErrorCode.TIMEOUT,
-          `page channels did not finish round ${round} within ${ms} ms of EOF (stall-timeout)`,
+          `page channels did not finish round ${round} within ${ms} ms of FINAL_ROUND (stall-timeout)`,
         ),
     );
   }

@@ -98,7 +98,7 @@ export const RamRecord = {
   PAGES: 2,
   /** End of this RAM chunk (QEMU RAM_SAVE_FLAG_EOS analog). */
   EOS: 3,
-  /** Page channels: the number of the last round, sent in the RAM END section before its EOS. */
+  /** Page channels: the number of the last round, sent once in the completion stage before EOS. */
   FINAL_ROUND: 4,
 } as const;
 export type RamRecord = (typeof RamRecord)[keyof typeof RamRecord];

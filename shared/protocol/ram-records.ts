@@ -5,7 +5,7 @@
  * ```
  *  GEOMETRY  | 0x01 | be32 len | msgpack {pageSize, pageCount, blocks: [{name, pages}]} |
  *  EOS       | 0x03 |
- *  FINAL_ROUND | 0x04 | be32 round |   (page channels; only in the RAM END section, before EOS)
+ *  FINAL_ROUND | 0x04 | be32 round |   (page channels; once, in the completion stage, before EOS)
  *  PAGES     header (16):
  *            | 0x02 | u8 flags=0 | be16 block id | be32 round | be32 count | be32 data_len |
  *            count × descriptor (16):
@@ -61,8 +61,9 @@ export function encodeRamEos(): Buffer {
 
 /**
  * Page channels: the switchover's round is the last. The source sends this as soon as every page
- * worker has handed that round to its socket, without waiting for ROUND_DONE; the destination must
- * see the round end on every channel before it loads EOF (no later round exists to overtake it).
+ * worker has handed that round to its socket, without waiting for ROUND_DONE (no later round exists
+ * to overtake it); the destination must see the round end on every channel before it loads anything
+ * after the RAM section (device state is checked against RAM).
  */
 export function encodeRamFinalRound(round: number): Buffer {
   return new ByteWriter(5).u8(RamRecord.FINAL_ROUND).u32(round).finish();
