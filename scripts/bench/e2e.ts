@@ -28,6 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT } from '../lib/spawn-side.js';
+import { activeDamon, machineNote } from './machine.js';
 import { measureRawTcp } from './raw-tcp.js';
 import { fmt, spread, table, writeResult } from './stats.js';
 
@@ -302,6 +303,9 @@ process.stdout.write(
   `bench e2e  ${QUICK ? '(quick) ' : ''}runs ${RUNS}  raw TCP ${fmt(spread(rawRates.map((r) => r / 1e9)), 2)} GB/s (one measurement before each migration: 'paired' divides each run by that one, 'median' divides the median by the median of all)\n`,
 );
 process.stdout.write(`${table(rows)}\n`);
+const damon = activeDamon();
+const note = machineNote(damon);
+if (note) process.stdout.write(`${note}\n`);
 const w2 = summary.filter((x) => x.workload === 'W2');
 if (w2.length)
   process.stdout.write(
@@ -314,6 +318,7 @@ const out = await writeResult('e2e', {
   quick: QUICK,
   runs: RUNS,
   rawTcp: { rates: rawRates, median: rawRate.median },
+  machine: { damon },
   summary,
 });
 process.stdout.write(`wrote ${out}\n`);
