@@ -170,7 +170,7 @@ export class MultifdRamSaver implements SaveHandlers {
       // The last round: no later round can overtake its pages, so waiting for its ROUND_DONE would
       // only add a return-path round trip to the downtime. Once every worker has handed the round to
       // its socket (and recorded its checksums for the image digest), say which round was last; the
-      // destination waits for it to end on every channel before it loads EOF.
+      // destination waits for it to end on every channel before it loads anything after RAM.
       const round = this.#startRound();
       while (this.#inFlight!.sentBy < this.#workers.length) await this.#waitRound(1000);
       await sink.emit(encodeRamFinalRound(round));

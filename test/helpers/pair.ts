@@ -366,3 +366,18 @@ export function withEnv(t: Test, vars: Record<string, string>): void {
     for (const k of Object.keys(vars)) delete process.env[k];
   });
 }
+
+/**
+ * The outcome every successful migration must show: both processes exit 0, the migration completed,
+ * the RAM dumps are byte-identical, the image digests match and the resumed guest finds its memory
+ * consistent. Failure messages carry each side's non-progress stderr.
+ */
+export function assertVerifiedMigration(t: Test, r: MigrationResult): void {
+  const errors = (lines: string[]) => lines.filter((l) => !l.startsWith('progress')).join(' | ');
+  t.equal(r.srcCode, 0, `source exits 0 (${errors(r.srcStderr)})`);
+  t.equal(r.dstCode, 0, `destination exits 0 (${errors(r.dstStderr)})`);
+  t.equal(r.srcReport?.status, 'completed', 'the migration completed');
+  t.equal(r.dumpsEqual, true, 'source and destination RAM are byte-identical');
+  t.equal(r.srcReport?.integrity?.match, true, 'image digests match');
+  t.equal(r.dstReport?.guest?.['self-check']?.ok, true, 'the guest finds its memory consistent');
+}

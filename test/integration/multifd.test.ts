@@ -6,7 +6,7 @@
  * proof of that.
  */
 import t from 'tap';
-import { runMigration, startSide, waitExit, withEnv } from '../helpers/pair.js';
+import { assertVerifiedMigration, runMigration, startSide, waitExit, withEnv } from '../helpers/pair.js';
 
 const cases: {
   name: string;
@@ -78,16 +78,7 @@ for (const c of cases) {
       destination: [],
       timeoutMs: 60_000,
     });
-    t.equal(
-      r.srcCode,
-      0,
-      `source exits 0 (${r.srcStderr.filter((l) => !l.startsWith('progress')).join(' | ')})`,
-    );
-    t.equal(r.dstCode, 0, 'destination exits 0');
-    t.equal(r.srcReport?.status, 'completed');
-    t.equal(r.dumpsEqual, true, 'source and destination RAM are byte-identical');
-    t.equal(r.srcReport?.integrity?.match, true, 'image digests match');
-    t.equal(r.dstReport?.guest?.['self-check']?.ok, true, 'the guest finds its memory consistent');
+    assertVerifiedMigration(t, r);
     t.ok(r.srcReport?.iterations >= 2, 'more than one round ran');
   });
 }
