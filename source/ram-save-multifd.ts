@@ -45,7 +45,6 @@ export class MultifdRamSaver implements SaveHandlers {
   #round = 0;
   #inFlight: { round: number; pages: number; sentBy: number; done: boolean; stopped: boolean } | null = null;
   #wakeRound: (() => void) | null = null;
-  #guestStopped = false;
   #error: MigrationError | null = null;
   /** Bytes the workers sent (page channels), for `transferred`. */
   bytesSent = 0;
@@ -157,12 +156,11 @@ export class MultifdRamSaver implements SaveHandlers {
       return 'more';
     }
     if (this.tracker.pending === 0) return 'done';
-    this.#startRound();
+    this.#startRound(false);
     return 'more';
   }
 
   async saveComplete(sink: SectionSink): Promise<void> {
-    this.#guestStopped = true;
     this.refill(0);
     while (this.#inFlight && !this.#inFlight.done) await this.#waitRound(1000);
     this.tracker.sync(monotonicMs());
@@ -171,7 +169,7 @@ export class MultifdRamSaver implements SaveHandlers {
       // only add a return-path round trip to the downtime. Once every worker has handed the round to
       // its socket (and recorded its checksums for the image digest), say which round was last; the
       // destination waits for it to end on every channel before it loads anything after RAM.
-      const round = this.#startRound();
+      const round = this.#startRound(true);
       while (this.#inFlight!.sentBy < this.#workers.length) await this.#waitRound(1000);
       await sink.emit(encodeRamFinalRound(round));
     }
@@ -205,21 +203,19 @@ export class MultifdRamSaver implements SaveHandlers {
     }, 200).unref();
   }
 
-  #startRound(): number {
-    const list = this.#list;
-    let n = 0;
-    // every pending page, wrapping once past the end (the cursor may start mid-bitmap)
-    for (let wraps = 0; wraps < 2 && this.tracker.pending > 0; ) {
-      const p = this.tracker.next();
-      if (p >= 0) list[n++] = p;
-      else wraps++;
-    }
+  /**
+   * Lists every pending page and hands the list to the workers. `guestStopped` is an argument, not a
+   * field set at the switchover: writing a field V8 had seen as constant deoptimized this function
+   * inside the downtime.
+   */
+  #startRound(guestStopped: boolean): number {
+    const n = this.tracker.takeAll(this.#list);
     const round = ++this.#round;
     const c = this.#control;
     Atomics.store(c, SRC.ROUND, round);
     Atomics.store(c, SRC.COUNT, n);
     Atomics.store(c, SRC.CURSOR, 0);
-    this.#inFlight = { round, pages: n, sentBy: 0, done: false, stopped: this.#guestStopped };
+    this.#inFlight = { round, pages: n, sentBy: 0, done: false, stopped: guestStopped };
     this.#roundStart = { at: monotonicMs(), kib: Atomics.load(c, SRC.SENT_KIB) };
     for (const w of this.#workers) w.postMessage({ type: 'round', round });
     return round;

@@ -81,24 +81,6 @@ export class GuestMemory {
     }
     return n;
   }
-
-  /**
-   * Harvest: atomically takes and clears every set bit, appending page indexes to `out`.
-   * Returns how many pages were appended. A write after the swap sets the bit again.
-   */
-  harvest(out: Uint32Array): number {
-    let n = 0;
-    for (let w = 0; w < this.dirty.length; w++) {
-      if (this.dirty[w] === 0) continue; // plain read first: cheap skip of clean words
-      let bits = Atomics.exchange(this.dirty, w, 0);
-      while (bits !== 0) {
-        const low = bits & -bits;
-        out[n++] = w * 32 + (31 - Math.clz32(low));
-        bits ^= low;
-      }
-    }
-    return n;
-  }
 }
 
 export function popcount(v: number): number {
