@@ -46,10 +46,9 @@ const header = Buffer.alloc(PAGE_BATCH_HEADER);
 const desc = Buffer.alloc(MAX_BATCH_PAGES * PAGE_DESCRIPTOR);
 const descView = new DataView(desc.buffer, desc.byteOffset, desc.byteLength);
 const native = ps % 8 === 0 ? loadNativeHash(cfg.nativeHash) : null; // the addon reads 8-byte words
-/** Non-zero pages of the batch being verified: index, descriptor offset, computed checksum. */
+/** Without the addon: non-zero pages of the batch being verified (index, descriptor offset). */
 const verifyList = new Int32Array(MAX_BATCH_PAGES);
 const verifyAt = new Int32Array(MAX_BATCH_PAGES);
-const verifySums = new BigUint64Array(MAX_BATCH_PAGES);
 let state: 'header' | 'desc' | 'data' = 'header';
 let filled = 0;
 let count = 0;
@@ -136,7 +135,20 @@ function onDescriptors(): void {
 
 /** Every page of the batch is in RAM (or is a zero page): verify in place, record the checksums. */
 function finishBatch(): void {
-  // zero pages first; the others are hashed in one batch call (or page by page without the addon)
+  const torn = native
+    ? native.verifyPages(ram, ps, desc, count, checksums, received, PageState.RECEIVED, PageState.TORN)
+    : verifyInJs();
+  if (torn < 0) throw zeroPageWithChecksum(-torn - 1);
+  Atomics.add(verified, cfg.index, count - torn);
+  pagesThisRound += count;
+  tornThisRound += torn;
+  next('header');
+  if (cfg.index === slowIndex) pauseChannel();
+}
+
+/** Without the addon: the same checks and table updates as verifyPages, page by page. */
+function verifyInJs(): number {
+  // zero pages first (all checked before anything changes), then the others hashed
   let m = 0;
   for (let i = 0; i < count; i++) {
     const at = i * PAGE_DESCRIPTOR;
@@ -144,26 +156,21 @@ function finishBatch(): void {
     if ((desc[at + 4]! & PageFlag.ZERO) === 0) {
       verifyList[m] = page;
       verifyAt[m++] = at;
-      continue;
-    }
-    if (descView.getBigUint64(at + 8) !== 0n)
-      throw new FrameError(ErrorCode.CHECKSUM, `zero page ${page} carries a checksum`, page);
+    } else if (descView.getBigUint64(at + 8) !== 0n) return -page - 1;
+  }
+  for (let i = 0; i < count; i++) {
+    const at = i * PAGE_DESCRIPTOR;
+    if ((desc[at + 4]! & PageFlag.ZERO) === 0) continue;
+    const page = descView.getUint32(at);
     ram.fill(0, page * ps, (page + 1) * ps);
     checksums[page] = 0n;
     received[page] = PageState.RECEIVED;
   }
-  if (native) native.hashPages(ram, ps, verifyList, 0, m, verifySums, null);
-  else
-    for (let k = 0; k < m; k++)
-      verifySums[k] = pageChecksum(
-        ram.subarray(verifyList[k]! * ps, (verifyList[k]! + 1) * ps),
-        verifyList[k]!,
-      );
   let torn = 0;
   for (let k = 0; k < m; k++) {
     const page = verifyList[k]!;
     const sum = descView.getBigUint64(verifyAt[k]! + 8);
-    if (verifySums[k] !== sum) {
+    if (pageChecksum(ram.subarray(page * ps, (page + 1) * ps), page) !== sum) {
       received[page] = PageState.TORN;
       torn++;
       continue;
@@ -171,11 +178,11 @@ function finishBatch(): void {
     checksums[page] = sum;
     received[page] = PageState.RECEIVED;
   }
-  Atomics.add(verified, cfg.index, count - torn);
-  pagesThisRound += count;
-  tornThisRound += torn;
-  next('header');
-  if (cfg.index === slowIndex) pauseChannel();
+  return torn;
+}
+
+function zeroPageWithChecksum(page: number): FrameError {
+  return new FrameError(ErrorCode.CHECKSUM, `zero page ${page} carries a checksum`, page);
 }
 
 function pauseChannel(): void {

@@ -1,9 +1,16 @@
 /*
- * Page checksums for a whole batch in one N-API call (shared/ram/native-hash.ts builds and loads it).
- * Same function as shared/ram/checksum.ts pageChecksum: XXH64 of the page seeded with its index; a
- * page of zero bytes is reported as zero (checksum 0) instead. One call per 256 pages instead of one
- * per page: the per-call cost of @node-rs/xxhash (argument checks, BigInt in and out) was ~40 % of
- * hashing a 4 KiB page here. XXH64 as specified in xxhash's doc/xxhash_spec.md.
+ * A page batch's per-page work in one N-API call per batch (shared/ram/native-hash.ts builds and
+ * loads it): describePages on the source, verifyPages on the destination; and the source's dirty
+ * bitmap work (syncDirty, takeAll), which runs inside the downtime and, written in JavaScript, was
+ * compiled by TurboFan on a background thread right at the switchover, taking one of two CPUs. Checksums are those of
+ * shared/ram/checksum.ts pageChecksum: XXH64 of the page seeded with its index (XXH64 as specified in
+ * xxhash's doc/xxhash_spec.md); a page of zero bytes is flagged ZERO with checksum 0 instead.
+ *
+ * Why native: one call per 256 pages instead of one per page (the per-call cost of @node-rs/xxhash,
+ * argument checks and BigInt in and out, was ~40 % of hashing a 4 KiB page), and no JavaScript per
+ * page at all in the page workers: that loop made BigInts (young-generation garbage) and was big
+ * enough that TurboFan took 15-30 ms on a background thread to compile it, sometimes inside the
+ * downtime, on a machine with two CPUs.
  */
 #include <node_api.h>
 #include <stdint.h>
@@ -38,54 +45,213 @@ static int all_zero(const uint8_t *p, size_t n) {
   return 1;
 }
 
-/*
- * hashPages(ram: Uint8Array, pageSize: number, list: Int32Array, from: number, to: number,
- *           out: BigUint64Array, zero: Uint8Array | null): for k in [from, to), page = list[k]:
- * out[k - from] = checksum of that page of ram, zero[k - from] = 1 if it is all zero bytes (out 0).
- * Throws RangeError when a page lies outside ram or the outputs are too short.
- */
-static napi_value hashPages(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value a[7];
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 7) goto bad;
+#define PAGE_BATCH_HEADER 16
+#define PAGE_DESCRIPTOR 16
+#define FLAG_ZERO 0x01
+static inline void wr_be32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
+static inline uint32_t rd_be32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
+static inline void wr_be64(uint8_t *p, uint64_t v) { wr_be32(p, (uint32_t)(v >> 32)); wr_be32(p + 4, (uint32_t)v); }
+static inline uint64_t rd_be64(const uint8_t *p) { return ((uint64_t)rd_be32(p) << 32) | rd_be32(p + 4); }
+
+static int typed(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *len) {
   napi_typedarray_type t;
-  size_t n, off;
   napi_value ab;
-  void *ram, *list, *out, *zero = NULL;
-  size_t ramLen, listLen, outLen, zeroLen = 0;
+  size_t off;
+  return napi_get_typedarray_info(env, v, &t, len, data, &ab, &off) == napi_ok && t == want;
+}
+
+/*
+ * describePages(ram: Uint8Array, pageSize, list: Int32Array, from, to, head: Uint8Array,
+ *               sent: BigUint64Array, runs: Int32Array): number
+ * Writes the descriptor of each page list[from..to) into head after the 16-byte batch header
+ * (be32 page | u8 flags, ZERO 0x01 | 3 x 0 | be64 checksum; a zero page has checksum 0), sets
+ * sent[page] to its checksum, and stores the runs of consecutive non-zero pages, in descriptor order,
+ * as [first, end) pairs in runs. Returns the number of runs. RangeError on bad arguments or a page
+ * outside ram.
+ */
+static napi_value describePages(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value a[8], result;
+  void *ram, *list, *head, *sent, *runs;
+  size_t ramLen, listLen, headLen, sentLen, runsLen;
   uint32_t ps, from, to;
-  if (napi_get_typedarray_info(env, a[0], &t, &ramLen, &ram, &ab, &off) != napi_ok || t != napi_uint8_array) goto bad;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 8) goto bad;
+  if (!typed(env, a[0], napi_uint8_array, &ram, &ramLen)) goto bad;
   if (napi_get_value_uint32(env, a[1], &ps) != napi_ok || ps == 0 || ps % 8 != 0) goto bad;
-  if (napi_get_typedarray_info(env, a[2], &t, &listLen, &list, &ab, &off) != napi_ok || t != napi_int32_array) goto bad;
+  if (!typed(env, a[2], napi_int32_array, &list, &listLen)) goto bad;
   if (napi_get_value_uint32(env, a[3], &from) != napi_ok || napi_get_value_uint32(env, a[4], &to) != napi_ok) goto bad;
-  if (napi_get_typedarray_info(env, a[5], &t, &outLen, &out, &ab, &off) != napi_ok || t != napi_biguint64_array) goto bad;
-  napi_valuetype zt;
-  napi_typeof(env, a[6], &zt);
-  if (zt != napi_null && (napi_get_typedarray_info(env, a[6], &t, &zeroLen, &zero, &ab, &off) != napi_ok || t != napi_uint8_array)) goto bad;
-  if (from > to || to > listLen || to - from > outLen || (zero && to - from > zeroLen)) goto bad;
-  n = to - from;
+  if (!typed(env, a[5], napi_uint8_array, &head, &headLen)) goto bad;
+  if (!typed(env, a[6], napi_biguint64_array, &sent, &sentLen)) goto bad;
+  if (!typed(env, a[7], napi_int32_array, &runs, &runsLen)) goto bad;
+  if (from > to || to > listLen) goto bad;
+  size_t n = to - from;
+  if (PAGE_BATCH_HEADER + n * PAGE_DESCRIPTOR > headLen || 2 * n > runsLen) goto bad;
   for (size_t k = 0; k < n; k++) {
     int32_t page = ((int32_t *)list)[from + k];
-    if (page < 0 || ((size_t)page + 1) * ps > ramLen) goto bad;
+    if (page < 0 || ((size_t)page + 1) * ps > ramLen || (size_t)page >= sentLen) goto bad;
+  }
+  int32_t nruns = 0, runStart = -1, runEnd = -1;
+  for (size_t k = 0; k < n; k++) {
+    int32_t page = ((int32_t *)list)[from + k];
     const uint8_t *p = (const uint8_t *)ram + (size_t)page * ps;
-    if (zero && all_zero(p, ps)) {
-      ((uint8_t *)zero)[k] = 1;
-      ((uint64_t *)out)[k] = 0;
+    uint8_t *d = (uint8_t *)head + PAGE_BATCH_HEADER + k * PAGE_DESCRIPTOR;
+    int zero = all_zero(p, ps);
+    uint64_t sum = zero ? 0 : xxh64(p, ps, (uint64_t)(uint32_t)page);
+    wr_be32(d, (uint32_t)page);
+    wr_be32(d + 4, zero ? (uint32_t)FLAG_ZERO << 24 : 0);
+    wr_be64(d + 8, sum);
+    ((uint64_t *)sent)[page] = sum;
+    if (zero) continue;
+    if (page == runEnd) {
+      runEnd++;
     } else {
-      if (zero) ((uint8_t *)zero)[k] = 0;
-      ((uint64_t *)out)[k] = xxh64(p, ps, (uint64_t)(uint32_t)page);
+      if (runStart >= 0) { ((int32_t *)runs)[2 * nruns] = runStart; ((int32_t *)runs)[2 * nruns + 1] = runEnd; nruns++; }
+      runStart = page;
+      runEnd = page + 1;
     }
   }
+  if (runStart >= 0) { ((int32_t *)runs)[2 * nruns] = runStart; ((int32_t *)runs)[2 * nruns + 1] = runEnd; nruns++; }
+  napi_create_int32(env, nruns, &result);
+  return result;
+bad:
+  napi_throw_range_error(env, NULL, "describePages: bad arguments or a page outside RAM");
+  return NULL;
+}
+
+/*
+ * verifyPages(ram: Uint8Array, pageSize, desc: Uint8Array, count, checksums: BigUint64Array,
+ *             received: Uint8Array, receivedState, tornState): number
+ * The destination's check of one batch whose pages are in ram: a zero page (ZERO flag) must carry
+ * checksum 0 and is cleared in ram; any other page is hashed and compared with its descriptor.
+ * A match records checksums[page] and received[page] = receivedState; a mismatch only sets
+ * received[page] = tornState. Returns the number of mismatches, or -(page + 1) for a zero page that
+ * carries a checksum (then nothing is changed). RangeError on bad arguments or a page outside ram.
+ */
+static napi_value verifyPages(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value a[8], result;
+  void *ram, *desc, *sums, *rec;
+  size_t ramLen, descLen, sumsLen, recLen;
+  uint32_t ps, count, okState, tornState;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 8) goto bad;
+  if (!typed(env, a[0], napi_uint8_array, &ram, &ramLen)) goto bad;
+  if (napi_get_value_uint32(env, a[1], &ps) != napi_ok || ps == 0 || ps % 8 != 0) goto bad;
+  if (!typed(env, a[2], napi_uint8_array, &desc, &descLen)) goto bad;
+  if (napi_get_value_uint32(env, a[3], &count) != napi_ok || (size_t)count * PAGE_DESCRIPTOR > descLen) goto bad;
+  if (!typed(env, a[4], napi_biguint64_array, &sums, &sumsLen)) goto bad;
+  if (!typed(env, a[5], napi_uint8_array, &rec, &recLen)) goto bad;
+  if (napi_get_value_uint32(env, a[6], &okState) != napi_ok || napi_get_value_uint32(env, a[7], &tornState) != napi_ok) goto bad;
+  const uint8_t *d0 = (const uint8_t *)desc;
+  for (uint32_t k = 0; k < count; k++) {
+    const uint8_t *d = d0 + (size_t)k * PAGE_DESCRIPTOR;
+    uint32_t page = rd_be32(d);
+    if (((size_t)page + 1) * ps > ramLen || page >= sumsLen || page >= recLen) goto bad;
+    if ((d[4] & FLAG_ZERO) && rd_be64(d + 8) != 0) {
+      napi_create_int64(env, -(int64_t)page - 1, &result);
+      return result;
+    }
+  }
+  int32_t torn = 0;
+  for (uint32_t k = 0; k < count; k++) {
+    const uint8_t *d = d0 + (size_t)k * PAGE_DESCRIPTOR;
+    uint32_t page = rd_be32(d);
+    uint8_t *p = (uint8_t *)ram + (size_t)page * ps;
+    if (d[4] & FLAG_ZERO) {
+      memset(p, 0, ps);
+      ((uint64_t *)sums)[page] = 0;
+      ((uint8_t *)rec)[page] = (uint8_t)okState;
+      continue;
+    }
+    uint64_t want = rd_be64(d + 8);
+    if (xxh64(p, ps, (uint64_t)page) != want) {
+      ((uint8_t *)rec)[page] = (uint8_t)tornState;
+      torn++;
+      continue;
+    }
+    ((uint64_t *)sums)[page] = want;
+    ((uint8_t *)rec)[page] = (uint8_t)okState;
+  }
+  napi_create_int32(env, torn, &result);
+  return result;
+bad:
+  napi_throw_range_error(env, NULL, "verifyPages: bad arguments or a page outside RAM");
+  return NULL;
+}
+
+/*
+ * syncDirty(log: Int32Array, bits: Uint32Array, counts: Int32Array): the source's dirty-log sync.
+ * Takes every set bit of the guest's log (an atomic exchange per non-zero word: the vCPU sets bits
+ * with Atomics.or meanwhile) and ORs it into the migration bitmap, same layout. counts[0] = bits
+ * taken, counts[1] = pages newly pending (not already set in bits).
+ */
+static napi_value syncDirty(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  void *log, *bits, *counts;
+  size_t logLen, bitsLen, countsLen;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 3) goto bad;
+  if (!typed(env, a[0], napi_int32_array, &log, &logLen)) goto bad;
+  if (!typed(env, a[1], napi_uint32_array, &bits, &bitsLen)) goto bad;
+  if (!typed(env, a[2], napi_int32_array, &counts, &countsLen) || countsLen < 2) goto bad;
+  int32_t taken = 0, added = 0;
+  size_t n = logLen < bitsLen ? logLen : bitsLen;
+  for (size_t w = 0; w < n; w++) {
+    int32_t *word = (int32_t *)log + w;
+    if (__atomic_load_n(word, __ATOMIC_RELAXED) == 0) continue; /* cheap skip of clean words */
+    uint32_t got = (uint32_t)__atomic_exchange_n(word, 0, __ATOMIC_SEQ_CST);
+    uint32_t mine = ((uint32_t *)bits)[w];
+    taken += __builtin_popcount(got);
+    added += __builtin_popcount(got & ~mine);
+    ((uint32_t *)bits)[w] = mine | got;
+  }
+  ((int32_t *)counts)[0] = taken;
+  ((int32_t *)counts)[1] = added;
   return NULL;
 bad:
-  napi_throw_range_error(env, NULL, "hashPages: bad arguments or a page outside RAM");
+  napi_throw_range_error(env, NULL, "syncDirty: bad arguments");
+  return NULL;
+}
+
+/*
+ * takeAll(bits: Uint32Array, out: Int32Array): number — every set bit's page index, ascending, into
+ * out; bits is cleared. Returns how many.
+ */
+static napi_value takeAll(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value a[2], result;
+  void *bits, *out;
+  size_t bitsLen, outLen;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 2) goto bad;
+  if (!typed(env, a[0], napi_uint32_array, &bits, &bitsLen)) goto bad;
+  if (!typed(env, a[1], napi_int32_array, &out, &outLen)) goto bad;
+  size_t total = 0;
+  for (size_t w = 0; w < bitsLen; w++) total += __builtin_popcount(((uint32_t *)bits)[w]);
+  if (total > outLen) goto bad;
+  int32_t n = 0;
+  for (size_t w = 0; w < bitsLen; w++) {
+    uint32_t word = ((uint32_t *)bits)[w];
+    if (word == 0) continue;
+    ((uint32_t *)bits)[w] = 0;
+    while (word != 0) {
+      ((int32_t *)out)[n++] = (int32_t)(w * 32 + __builtin_ctz(word));
+      word &= word - 1;
+    }
+  }
+  napi_create_int32(env, n, &result);
+  return result;
+bad:
+  napi_throw_range_error(env, NULL, "takeAll: bad arguments or out too short");
   return NULL;
 }
 
 static napi_value Init(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_create_function(env, "hashPages", NAPI_AUTO_LENGTH, hashPages, NULL, &fn);
-  napi_set_named_property(env, exports, "hashPages", fn);
+  static const struct { const char *name; napi_callback fn; } fns[] = {
+    {"describePages", describePages}, {"verifyPages", verifyPages}, {"syncDirty", syncDirty}, {"takeAll", takeAll}};
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value fn;
+    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn);
+    napi_set_named_property(env, exports, fns[i].name, fn);
+  }
   return exports;
 }
 

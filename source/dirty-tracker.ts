@@ -6,6 +6,7 @@
  */
 import type { GuestMemory } from '../shared/guest/memory.js';
 import { popcount } from '../shared/guest/memory.js';
+import type { NativeHash } from '../shared/ram/native-hash.js';
 
 export class DirtyTracker {
   readonly #bits: Uint32Array;
@@ -18,7 +19,17 @@ export class DirtyTracker {
   /** QEMU's dirty-pages-rate: pages/s over the last period of at least 1000 ms. */
   dirtyPagesRate = 0;
 
-  constructor(private readonly memory: GuestMemory) {
+  readonly #counts = new Int32Array(2);
+
+  /**
+   * `native`: the addon's syncDirty/takeAll instead of the JavaScript loops (same results). The last
+   * sync and list run inside the downtime, and V8 compiled the JavaScript versions right there (they
+   * get hot after a handful of rounds), on a background thread that took one of our two CPUs.
+   */
+  constructor(
+    private readonly memory: GuestMemory,
+    private readonly native: NativeHash | null = null,
+  ) {
     this.#bits = new Uint32Array(Math.ceil(memory.pageCount / 32));
   }
 
@@ -41,22 +52,14 @@ export class DirtyTracker {
 
   /**
    * Dirty-log sync: harvest the guest log into the bitmap, a word at a time (the log and the bitmap
-   * share a layout: bit p&31 of word p>>>5). Returns pages newly found dirty. No loop per page: the
-   * last sync runs inside the downtime, often before this function has been compiled.
+   * share a layout: bit p&31 of word p>>>5). Returns pages newly found dirty.
    */
   sync(now: number): number {
-    const log = this.memory.dirty;
-    const bits = this.#bits;
-    let harvested = 0;
-    let added = 0;
-    for (let w = 0; w < bits.length; w++) {
-      if (log[w] === 0) continue; // plain read first: cheap skip of clean words
-      const got = Atomics.exchange(log, w, 0);
-      const mine = bits[w]!;
-      harvested += popcount(got);
-      added += popcount(got & ~mine);
-      bits[w] = mine | got;
-    }
+    const counts = this.#counts;
+    if (this.native) this.native.syncDirty(this.memory.dirty, this.#bits, counts);
+    else syncInJs(this.memory.dirty, this.#bits, counts);
+    const harvested = counts[0]!;
+    const added = counts[1]!;
     this.#pending += added;
     this.#periodPages += harvested;
     this.syncCount++;
@@ -69,28 +72,14 @@ export class DirtyTracker {
   }
 
   /**
-   * Takes every pending page, in ascending order, into `out`; returns how many. One pass over the
-   * bitmap words with no call per page: page channels build each round's list with it, and the last
-   * list is built inside the downtime, where a per-page loop was slow enough (interpreted, then
-   * compiled on a background thread) to cost milliseconds.
+   * Takes every pending page, in ascending order, into `out`; returns how many. Page channels build
+   * each round's list with it; the last list is built inside the downtime, where the old loop of
+   * next() calls ran interpreted (1-7 ms for 16384 pages) while V8 compiled it.
    */
   takeAll(out: Int32Array): number {
-    const bits = this.#bits;
-    let n = 0;
-    for (let w = 0; w < bits.length; w++) {
-      let word = bits[w]!;
-      if (word === 0) continue;
-      bits[w] = 0;
-      const base = w << 5;
-      while (word !== 0) {
-        const low = word & -word;
-        out[n++] = base + (31 - Math.clz32(low));
-        word ^= low;
-      }
-    }
     this.#pending = 0;
     this.#cursor = 0;
-    return n;
+    return this.native ? this.native.takeAll(this.#bits, out) : takeAllInJs(this.#bits, out);
   }
 
   /**
@@ -123,4 +112,37 @@ export class DirtyTracker {
     for (const v of this.#bits) n += popcount(v | 0);
     return n;
   }
+}
+
+/** syncDirty without the addon: counts[0] = bits taken from the log, counts[1] = newly pending. */
+function syncInJs(log: Int32Array, bits: Uint32Array, counts: Int32Array): void {
+  let taken = 0;
+  let added = 0;
+  for (let w = 0; w < bits.length; w++) {
+    if (log[w] === 0) continue; // plain read first: cheap skip of clean words
+    const got = Atomics.exchange(log, w, 0);
+    const mine = bits[w]!;
+    taken += popcount(got);
+    added += popcount(got & ~mine);
+    bits[w] = mine | got;
+  }
+  counts[0] = taken;
+  counts[1] = added;
+}
+
+/** takeAll without the addon. */
+function takeAllInJs(bits: Uint32Array, out: Int32Array): number {
+  let n = 0;
+  for (let w = 0; w < bits.length; w++) {
+    let word = bits[w]!;
+    if (word === 0) continue;
+    bits[w] = 0;
+    const base = w << 5;
+    while (word !== 0) {
+      const low = word & -word;
+      out[n++] = base + (31 - Math.clz32(low));
+      word ^= low;
+    }
+  }
+  return n;
 }

@@ -13,7 +13,7 @@ import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { Pending, SaveHandlers, SectionSink } from '../shared/handlers.js';
 import { encodeRamEos, encodeRamFinalRound } from '../shared/protocol/ram-records.js';
 import { imageDigest } from '../shared/ram/checksum.js';
-import { prepareNativeHash } from '../shared/ram/native-hash.js';
+import { loadNativeHash, prepareNativeHash } from '../shared/ram/native-hash.js';
 import {
   type PageChannelSecurity,
   type PageWorkerEvent,
@@ -62,7 +62,7 @@ export class MultifdRamSaver implements SaveHandlers {
     private readonly channels: number,
     private readonly onError: (e: MigrationError) => void,
   ) {
-    this.tracker = new DirtyTracker(memory);
+    this.tracker = new DirtyTracker(memory, loadNativeHash(prepareNativeHash()));
     const sums = new SharedArrayBuffer(memory.pageCount * 8);
     this.sentChecksums = new BigUint64Array(sums);
     this.#list = new Int32Array(new SharedArrayBuffer(memory.pageCount * 4));

@@ -15,7 +15,7 @@
 import { ErrorCode, MigrationError } from '../errors.js';
 import type { NativeHash } from '../ram/native-hash.js';
 import { MAX_BATCH_PAGES, PAGE_BATCH_HEADER, PAGE_DESCRIPTOR, RamRecord } from './constants.js';
-import { describePage, writeDescriptor } from './page-batch-writer.js';
+import { describePage } from './page-batch-writer.js';
 
 export class InPlacePageBatch {
   readonly #maxPages: number;
@@ -24,10 +24,10 @@ export class InPlacePageBatch {
   readonly #headView: DataView;
   #count = 0;
   #normal = 0;
-  /** With the batch hasher: every page's checksum and zero flag, from one call per batch. */
+  /** With the addon, one call per batch does every page's work (native/page-hash.c describePages). */
   readonly #native: NativeHash | null;
-  readonly #sums: BigUint64Array;
-  readonly #zero: Uint8Array;
+  /** describePages' output: [first, end) page pairs of the batch's runs of non-zero pages. */
+  readonly #runs: Int32Array;
 
   constructor(maxPages = 256, pageSize = 4096, native: NativeHash | null = null) {
     if (!Number.isInteger(maxPages) || maxPages < 1 || maxPages > MAX_BATCH_PAGES) {
@@ -38,8 +38,7 @@ export class InPlacePageBatch {
     this.#head = Buffer.alloc(PAGE_BATCH_HEADER + maxPages * PAGE_DESCRIPTOR);
     this.#headView = new DataView(this.#head.buffer, this.#head.byteOffset, this.#head.byteLength);
     this.#native = pageSize % 8 === 0 ? native : null; // the addon reads pages in 8-byte words
-    this.#sums = new BigUint64Array(maxPages);
-    this.#zero = new Uint8Array(maxPages);
+    this.#runs = new Int32Array(2 * maxPages);
   }
 
   get count(): number {
@@ -64,22 +63,52 @@ export class InPlacePageBatch {
     sent: BigUint64Array,
   ): Buffer[] {
     const ps = this.#pageSize;
-    const pageCount = Math.floor(ram.length / ps);
     if (to - from > this.#maxPages || to < from) {
       throw new MigrationError(ErrorCode.INTERNAL, `a page batch holds at most ${this.#maxPages} pages`);
     }
     const dv = this.#headView;
     const runs: Buffer[] = [];
-    this.#count = 0;
+    this.#count = to - from;
     this.#normal = 0;
     const native = this.#native;
     if (native) {
+      let n: number;
       try {
-        native.hashPages(ram, ps, list, from, to, this.#sums, this.#zero);
+        n = native.describePages(ram, ps, list, from, to, this.#head, sent, this.#runs);
       } catch (err) {
         throw new MigrationError(ErrorCode.INTERNAL, `page hashing: ${(err as Error).message}`);
       }
+      const r = this.#runs;
+      for (let k = 0; k < 2 * n; k += 2) {
+        this.#normal += r[k + 1]! - r[k]!;
+        runs.push(ram.subarray(r[k]! * ps, r[k + 1]! * ps));
+      }
+    } else {
+      this.#describeInJs(dv, list, from, to, ram, sent, runs);
     }
+    const h = this.#head;
+    h[0] = RamRecord.PAGES;
+    h[1] = 0;
+    dv.setUint16(2, blockId);
+    dv.setUint32(4, round);
+    dv.setUint32(8, this.#count);
+    dv.setUint32(12, this.#normal * ps);
+    // page data: runs of consecutive non-zero pages as views of guest RAM, in descriptor order
+    return [h.subarray(0, PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR), ...runs];
+  }
+
+  /** Without the addon: the same descriptors, checksums and runs, page by page. */
+  #describeInJs(
+    dv: DataView,
+    list: Int32Array,
+    from: number,
+    to: number,
+    ram: Buffer,
+    sent: BigUint64Array,
+    runs: Buffer[],
+  ): void {
+    const ps = this.#pageSize;
+    const pageCount = Math.floor(ram.length / ps);
     let runStart = -1;
     let runEnd = -1;
     for (let i = from; i < to; i++) {
@@ -89,19 +118,8 @@ export class InPlacePageBatch {
           page: index,
         });
       }
-      const at = PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR;
-      let zero: boolean;
-      if (native) {
-        const k = i - from;
-        zero = this.#zero[k] === 1;
-        const sum = this.#sums[k]!;
-        writeDescriptor(dv, at, index, zero, sum);
-        sent[index] = sum;
-      } else {
-        zero = describePage(dv, at, index, ram.subarray(index * ps, (index + 1) * ps), sent);
-      }
-      this.#count++;
-      if (zero) continue;
+      const at = PAGE_BATCH_HEADER + (i - from) * PAGE_DESCRIPTOR;
+      if (describePage(dv, at, index, ram.subarray(index * ps, (index + 1) * ps), sent)) continue;
       this.#normal++;
       if (index === runEnd) {
         runEnd++;
@@ -112,14 +130,5 @@ export class InPlacePageBatch {
       }
     }
     if (runStart >= 0) runs.push(ram.subarray(runStart * ps, runEnd * ps));
-    const h = this.#head;
-    h[0] = RamRecord.PAGES;
-    h[1] = 0;
-    dv.setUint16(2, blockId);
-    dv.setUint32(4, round);
-    dv.setUint32(8, this.#count);
-    dv.setUint32(12, this.#normal * ps);
-    // page data: runs of consecutive non-zero pages as views of guest RAM, in descriptor order
-    return [h.subarray(0, PAGE_BATCH_HEADER + this.#count * PAGE_DESCRIPTOR), ...runs];
   }
 }

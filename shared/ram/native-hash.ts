@@ -1,13 +1,15 @@
 /**
- * The batch page hasher (native/page-hash.c): the same checksums as pageChecksum(), one N-API call
- * per batch instead of one per page (435 vs 740 ns per 4 KiB page here).
+ * The page-batch addon (native/page-hash.c): a batch's per-page work in one N-API call, with the same
+ * checksums as pageChecksum() (hashing alone: 435 vs 740 ns per 4 KiB page here), and no JavaScript
+ * per page in the page workers.
  *
  * Built on first use with the C compiler into node_modules/.cache/switchover/ (keyed by the source's
  * hash) against the Node headers, and loaded by absolute path, also inside page workers (the main
  * thread passes the path in workerData). Build it BEFORE guest RAM exists (prepareNativeHash() in
  * both mains): the compiler is a child process, and a fork makes all touched RAM copy-on-write
- * (see shared/worker/spawn.ts). No compiler or headers: null, and callers hash page by page with
- * @node-rs/xxhash. Both give the same bits, so the two sides need not agree on which they use.
+ * (see shared/worker/spawn.ts). No compiler or headers: null, and callers do the same work page by
+ * page with @node-rs/xxhash. Both give the same bytes, so the two sides need not agree on which they
+ * use.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -19,18 +21,42 @@ import { cachedFile } from '../build-cache.js';
 
 export interface NativeHash {
   /**
-   * For k in [from, to): out[k - from] = checksum of page list[k] of ram; zero (if given)
-   * [k - from] = 1 for an all-zero page (its checksum 0). Throws RangeError on bad arguments.
+   * The source's per-page work for one batch: descriptors of list[from..to) into `head` after the
+   * batch header, sent[page] = checksum, and the runs of consecutive non-zero pages as [first, end)
+   * pairs in `runs` (capacity 2 per page). Returns the number of runs.
    */
-  hashPages(
+  describePages(
     ram: Uint8Array,
     pageSize: number,
     list: Int32Array,
     from: number,
     to: number,
-    out: BigUint64Array,
-    zero: Uint8Array | null,
-  ): void;
+    head: Uint8Array,
+    sent: BigUint64Array,
+    runs: Int32Array,
+  ): number;
+  /**
+   * The destination's check of one batch already in `ram` (native/page-hash.c says exactly what it
+   * sets). Returns how many pages failed their checksum, or -(page + 1) for a zero page that
+   * carries a checksum.
+   */
+  verifyPages(
+    ram: Uint8Array,
+    pageSize: number,
+    desc: Uint8Array,
+    count: number,
+    checksums: BigUint64Array,
+    received: Uint8Array,
+    receivedState: number,
+    tornState: number,
+  ): number;
+  /**
+   * Dirty-log sync: atomically takes every set bit of the guest's log and ORs it into `bits` (same
+   * layout). counts[0] = bits taken, counts[1] = pages newly set in `bits`.
+   */
+  syncDirty(log: Int32Array, bits: Uint32Array, counts: Int32Array): void;
+  /** Every set bit's index, ascending, into `out`; clears `bits`. Returns how many. */
+  takeAll(bits: Uint32Array, out: Int32Array): number;
 }
 
 const SOURCE = fileURLToPath(new URL('../../native/page-hash.c', import.meta.url));

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { GuestMemory, markDirty } from '../../shared/guest/memory.js';
+import { loadNativeHash, type NativeHash, prepareNativeHash } from '../../shared/ram/native-hash.js';
 import { DirtyTracker } from '../../source/dirty-tracker.js';
 
 t.test('the first pass yields every page once, in order', async (t) => {
@@ -51,48 +52,94 @@ t.test('sync counts pages and the rate period', async (t) => {
   t.ok(tr.dirtyPagesRate > 0, 'a period of at least 1000 ms produced a rate');
 });
 
-t.test('sync merges the log word by word: already-pending pages are not counted twice', async (t) => {
-  const mem = GuestMemory.allocate(96 * 4096);
-  const tr = new DirtyTracker(mem);
-  tr.startFullPass(0);
-  while (tr.next() >= 0) {}
-  // bit 31 of a word is the sign bit of the Int32Array log: pages 31 and 63 check it
-  for (const p of [0, 31, 32, 63, 95]) markDirty(mem.dirty, p);
-  t.equal(tr.sync(1), 5);
-  markDirty(mem.dirty, 31);
-  markDirty(mem.dirty, 64);
-  t.equal(tr.sync(2), 1, 'page 31 was still pending; only 64 is new');
-  t.equal(tr.pending, 6);
-  t.equal(tr.count(), 6);
-  t.same(Array.from(mem.dirty), [0, 0, 0], 'the guest log is cleared by the harvest');
-});
-
-t.test('the rate counts every harvested write, pending or not', async (t) => {
-  const mem = GuestMemory.allocate(64 * 4096);
-  const tr = new DirtyTracker(mem);
-  tr.startFullPass(0); // every page pending
-  for (let i = 0; i < 20; i++) markDirty(mem.dirty, i);
-  t.equal(tr.sync(1000), 0, 'nothing new: all 20 were pending');
-  t.equal(tr.dirtyPagesRate, 20, '20 pages in 1000 ms');
-});
-
-t.test('takeAll drains every pending page in ascending order and clears the bitmap', async (t) => {
-  const mem = GuestMemory.allocate(100 * 4096);
-  const tr = new DirtyTracker(mem);
-  tr.startFullPass(0);
-  t.equal(tr.next(), 0, 'the cursor moved past page 0');
-  const out = new Int32Array(100);
-  const n = tr.takeAll(out);
-  t.equal(n, 99);
-  t.same(
-    Array.from(out.subarray(0, n)),
-    Array.from({ length: 99 }, (_, i) => i + 1),
+// the addon's syncDirty/takeAll and the JavaScript loops must agree: both are run (no compiler: only JS)
+const path = prepareNativeHash();
+for (const [label, native] of [['JavaScript', null], ...(path ? [['addon', loadNativeHash(path)]] : [])] as [
+  string,
+  NativeHash | null,
+][]) {
+  t.test(
+    `${label}: sync merges the log word by word: already-pending pages are not counted twice`,
+    async (t) => {
+      const mem = GuestMemory.allocate(96 * 4096);
+      const tr = new DirtyTracker(mem, native);
+      tr.startFullPass(0);
+      while (tr.next() >= 0) {}
+      // bit 31 of a word is the sign bit of the Int32Array log: pages 31 and 63 check it
+      for (const p of [0, 31, 32, 63, 95]) markDirty(mem.dirty, p);
+      t.equal(tr.sync(1), 5);
+      markDirty(mem.dirty, 31);
+      markDirty(mem.dirty, 64);
+      t.equal(tr.sync(2), 1, 'page 31 was still pending; only 64 is new');
+      t.equal(tr.pending, 6);
+      t.equal(tr.count(), 6);
+      t.same(Array.from(mem.dirty), [0, 0, 0], 'the guest log is cleared by the harvest');
+    },
   );
-  t.equal(tr.pending, 0);
-  t.equal(tr.count(), 0);
-  for (const p of [99, 3, 31, 64]) markDirty(mem.dirty, p);
-  tr.sync(1);
-  t.equal(tr.takeAll(out), 4);
-  t.same(Array.from(out.subarray(0, 4)), [3, 31, 64, 99]);
-  t.equal(tr.takeAll(out), 0, 'nothing left');
-});
+
+  t.test(`${label}: the rate counts every harvested write, pending or not`, async (t) => {
+    const mem = GuestMemory.allocate(64 * 4096);
+    const tr = new DirtyTracker(mem, native);
+    tr.startFullPass(0); // every page pending
+    for (let i = 0; i < 20; i++) markDirty(mem.dirty, i);
+    t.equal(tr.sync(1000), 0, 'nothing new: all 20 were pending');
+    t.equal(tr.dirtyPagesRate, 20, '20 pages in 1000 ms');
+  });
+
+  t.test(
+    `${label}: takeAll drains every pending page in ascending order and clears the bitmap`,
+    async (t) => {
+      const mem = GuestMemory.allocate(100 * 4096);
+      const tr = new DirtyTracker(mem, native);
+      tr.startFullPass(0);
+      t.equal(tr.next(), 0, 'the cursor moved past page 0');
+      const out = new Int32Array(100);
+      const n = tr.takeAll(out);
+      t.equal(n, 99);
+      t.same(
+        Array.from(out.subarray(0, n)),
+        Array.from({ length: 99 }, (_, i) => i + 1),
+      );
+      t.equal(tr.pending, 0);
+      t.equal(tr.count(), 0);
+      for (const p of [99, 3, 31, 64]) markDirty(mem.dirty, p);
+      tr.sync(1);
+      t.equal(tr.takeAll(out), 4);
+      t.same(Array.from(out.subarray(0, 4)), [3, 31, 64, 99]);
+      t.equal(tr.takeAll(out), 0, 'nothing left');
+    },
+  );
+}
+
+t.test(
+  'addon and JavaScript agree on random logs',
+  { skip: path ? false : 'no compiler here' },
+  async (t) => {
+    const pages = 40_000;
+    const [js, nat] = [null, loadNativeHash(path)].map((native) => {
+      const mem = GuestMemory.allocate(pages * 4096);
+      return { mem, tr: new DirtyTracker(mem, native) };
+    });
+    let seed = 12345;
+    const rnd = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed;
+    };
+    const list = [new Int32Array(pages), new Int32Array(pages)];
+    for (const side of [js!, nat!]) side.tr.startFullPass(0);
+    for (let round = 0; round < 5; round++) {
+      for (let k = 0; k < 3000; k++) {
+        const p = rnd() % pages;
+        for (const side of [js!, nat!]) markDirty(side.mem.dirty, p);
+      }
+      t.equal(nat!.tr.sync(round), js!.tr.sync(round), `round ${round}: same pages newly pending`);
+      t.equal(nat!.tr.pending, js!.tr.pending);
+      const n = [js!.tr.takeAll(list[0]!), nat!.tr.takeAll(list[1]!)];
+      t.equal(n[1], n[0], 'same count');
+      t.ok(
+        Buffer.from(list[0]!.buffer, 0, n[0]! * 4).equals(Buffer.from(list[1]!.buffer, 0, n[1]! * 4)),
+        'same list',
+      );
+    }
+  },
+);
