@@ -60,6 +60,13 @@ static int typed(napi_env env, napi_value v, napi_typedarray_type want, void **d
   return napi_get_typedarray_info(env, v, &t, len, data, &ab, &off) == napi_ok && t == want;
 }
 
+/* Appends the run [first, end) to the pairs in runs; returns the new number of runs. */
+static inline int32_t push_run(void *runs, int32_t n, int32_t first, int32_t end) {
+  ((int32_t *)runs)[2 * n] = first;
+  ((int32_t *)runs)[2 * n + 1] = end;
+  return n + 1;
+}
+
 /*
  * describePages(ram: Uint8Array, pageSize, list: Int32Array, from, to, head: Uint8Array,
  *               sent: BigUint64Array, runs: Int32Array): number
@@ -105,12 +112,12 @@ static napi_value describePages(napi_env env, napi_callback_info info) {
     if (page == runEnd) {
       runEnd++;
     } else {
-      if (runStart >= 0) { ((int32_t *)runs)[2 * nruns] = runStart; ((int32_t *)runs)[2 * nruns + 1] = runEnd; nruns++; }
+      if (runStart >= 0) nruns = push_run(runs, nruns, runStart, runEnd);
       runStart = page;
       runEnd = page + 1;
     }
   }
-  if (runStart >= 0) { ((int32_t *)runs)[2 * nruns] = runStart; ((int32_t *)runs)[2 * nruns + 1] = runEnd; nruns++; }
+  if (runStart >= 0) nruns = push_run(runs, nruns, runStart, runEnd);
   napi_create_int32(env, nruns, &result);
   return result;
 bad:

@@ -274,7 +274,6 @@ export class SourceMigration {
       let idle = false;
       if (!this.#limiter.exhausted()) {
         if (this.#tryComplete()) return;
-        // nothing to send and not allowed to switch over yet (waiting for the ACK): don't spin
         // nothing left to send right now (everything iterated, or waiting for the ACK): don't spin
         idle = await saveVm.iterate();
       }
