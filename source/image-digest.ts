@@ -13,9 +13,17 @@ export class ImageDigestSaver implements SaveHandlers {
   readonly iterative = false;
   digest = '';
 
-  constructor(private readonly ram: { digest(): string; readonly sentChecksums: BigUint64Array }) {}
+  constructor(
+    private readonly ram: {
+      digest(): string;
+      readonly sentChecksums: BigUint64Array;
+      /** page channels: the last round's checksums are all recorded */
+      handedOver?(): Promise<void>;
+    },
+  ) {}
 
   async saveComplete(sink: SectionSink): Promise<void> {
+    await this.ram.handedOver?.();
     this.digest = this.ram.digest();
     await sink.emit(encodePayload({ digest: this.digest, pages: this.ram.sentChecksums.length }));
   }
