@@ -53,6 +53,12 @@ static inline uint32_t rd_be32(const uint8_t *p) { return ((uint32_t)p[0] << 24)
 static inline void wr_be64(uint8_t *p, uint64_t v) { wr_be32(p, (uint32_t)(v >> 32)); wr_be32(p + 4, (uint32_t)v); }
 static inline uint64_t rd_be64(const uint8_t *p) { return ((uint64_t)rd_be32(p) << 32) | rd_be32(p + 4); }
 
+/* Fetches exactly the n arguments a function needs into a; false if fewer were passed. */
+static int args(napi_env env, napi_callback_info info, size_t n, napi_value *a) {
+  size_t argc = n;
+  return napi_get_cb_info(env, info, &argc, a, NULL, NULL) == napi_ok && argc >= n;
+}
+
 static int typed(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *len) {
   napi_typedarray_type t;
   napi_value ab;
@@ -77,12 +83,11 @@ static inline int32_t push_run(void *runs, int32_t n, int32_t first, int32_t end
  * outside ram.
  */
 static napi_value describePages(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
   napi_value a[8], result;
   void *ram, *list, *head, *sent, *runs;
   size_t ramLen, listLen, headLen, sentLen, runsLen;
   uint32_t ps, from, to;
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 8) goto bad;
+  if (!args(env, info, 8, a)) goto bad;
   if (!typed(env, a[0], napi_uint8_array, &ram, &ramLen)) goto bad;
   if (napi_get_value_uint32(env, a[1], &ps) != napi_ok || ps == 0 || ps % 8 != 0) goto bad;
   if (!typed(env, a[2], napi_int32_array, &list, &listLen)) goto bad;
@@ -135,12 +140,11 @@ bad:
  * carries a checksum (then nothing is changed). RangeError on bad arguments or a page outside ram.
  */
 static napi_value verifyPages(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
   napi_value a[8], result;
   void *ram, *desc, *sums, *rec;
   size_t ramLen, descLen, sumsLen, recLen;
   uint32_t ps, count, okState, tornState;
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 8) goto bad;
+  if (!args(env, info, 8, a)) goto bad;
   if (!typed(env, a[0], napi_uint8_array, &ram, &ramLen)) goto bad;
   if (napi_get_value_uint32(env, a[1], &ps) != napi_ok || ps == 0 || ps % 8 != 0) goto bad;
   if (!typed(env, a[2], napi_uint8_array, &desc, &descLen)) goto bad;
@@ -192,11 +196,10 @@ bad:
  * taken, counts[1] = pages newly pending (not already set in bits).
  */
 static napi_value syncDirty(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value a[3];
   void *log, *bits, *counts;
   size_t logLen, bitsLen, countsLen;
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 3) goto bad;
+  if (!args(env, info, 3, a)) goto bad;
   if (!typed(env, a[0], napi_int32_array, &log, &logLen)) goto bad;
   if (!typed(env, a[1], napi_uint32_array, &bits, &bitsLen)) goto bad;
   if (!typed(env, a[2], napi_int32_array, &counts, &countsLen) || countsLen < 2) goto bad;
@@ -224,11 +227,10 @@ bad:
  * out; bits is cleared. Returns how many.
  */
 static napi_value takeAll(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value a[2], result;
   void *bits, *out;
   size_t bitsLen, outLen;
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 2) goto bad;
+  if (!args(env, info, 2, a)) goto bad;
   if (!typed(env, a[0], napi_uint32_array, &bits, &bitsLen)) goto bad;
   if (!typed(env, a[1], napi_int32_array, &out, &outLen)) goto bad;
   size_t total = 0;
