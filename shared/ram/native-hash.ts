@@ -57,6 +57,8 @@ export interface NativeHash {
   syncDirty(log: Int32Array, bits: Uint32Array, counts: Int32Array): void;
   /** Every set bit's index, ascending, into `out`; clears `bits`. Returns how many. */
   takeAll(bits: Uint32Array, out: Int32Array): number;
+  /** madvise(MADV_HUGEPAGE) over the whole pages of `ram` (before first touch): bytes advised, or -errno. */
+  adviseHugePages(ram: Uint8Array): number;
 }
 
 const SOURCE = fileURLToPath(new URL('../../native/page-hash.c', import.meta.url));

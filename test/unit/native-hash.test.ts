@@ -136,3 +136,20 @@ t.test(
     );
   },
 );
+
+t.test(
+  'guest RAM is advised to use huge pages before it is touched (SWITCHOVER_HUGE_PAGES=0 turns it off)',
+  async (t) => {
+    const native = addon(t);
+    if (!native) return;
+    const ram = new Uint8Array(new SharedArrayBuffer(8 << 20));
+    const advised = native.adviseHugePages(ram);
+    t.ok(advised > (8 << 20) - 8192 && advised <= 8 << 20, `whole pages of the buffer advised (${advised})`);
+    t.throws(() => native.adviseHugePages(new Int32Array(4) as unknown as Uint8Array), RangeError);
+    const { GuestMemory } = await import('../../shared/guest/memory.js');
+    t.ok(GuestMemory.allocate(4 << 20).hugePagesAdvised > 0, 'GuestMemory.allocate advises');
+    process.env.SWITCHOVER_HUGE_PAGES = '0';
+    t.teardown(() => delete process.env.SWITCHOVER_HUGE_PAGES);
+    t.equal(GuestMemory.allocate(4 << 20).hugePagesAdvised, 0, 'off when asked');
+  },
+);
