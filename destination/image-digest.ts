@@ -2,6 +2,7 @@
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import type { LoadHandlers } from '../shared/handlers.js';
 import { decodePayload } from '../shared/protocol/payload.js';
+import type { SectionPayload } from '../shared/protocol/section-payload.js';
 
 export class ImageDigestLoader implements LoadHandlers {
   readonly idstr = 'image-digest';
@@ -10,8 +11,8 @@ export class ImageDigestLoader implements LoadHandlers {
   readonly minVersion = 1;
   digest: string | null = null;
 
-  loadState(_kind: string, payload: Buffer): void {
-    const body = decodePayload(payload, 'image-digest');
+  loadState(_kind: string, payload: SectionPayload): void {
+    const body = decodePayload(payload.bytes(), 'image-digest');
     if (typeof body.digest !== 'string')
       throw new ProtocolError(ErrorCode.MALFORMED, 'image-digest: no digest', { section: 'image-digest' });
     this.digest = body.digest;

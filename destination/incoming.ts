@@ -11,7 +11,6 @@
 import type net from 'node:net';
 import { totalmem } from 'node:os';
 import { bootId } from '../shared/boot-id.js';
-import { withDeadline } from '../shared/deadline.js';
 import {
   asMigrationError,
   ChecksumError,
@@ -25,22 +24,19 @@ import { Guest, type WorkloadOptions } from '../shared/guest/guest.js';
 import { PAGE_SIZE } from '../shared/guest/layout.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
-import type { LoadHandlers } from '../shared/handlers.js';
+import type { ChannelSecurity, LoadContext, LoadHandlers } from '../shared/handlers.js';
 import { type Capabilities, compareCapabilities } from '../shared/options.js';
 import {
   type ConfigurationBody,
-  readPageChannels,
   readPing,
   StreamFramer,
   type StreamRecord,
 } from '../shared/protocol/stream-codec.js';
-import type { PageChannelSecurity } from '../shared/ram/page-channel.js';
 import { TraceEvent, Tracer } from '../shared/trace.js';
 import { ImageDigestLoader } from './image-digest.js';
 import { refuse } from './listener.js';
 import { LoadVm } from './loadvm.js';
-import { DestinationPageChannels } from './page-channels.js';
-import { RamLoader } from './ram-load.js';
+import { RamLoader } from './ram/ram-load.js';
 import { ReturnPath } from './return-path.js';
 
 export type IncomingState =
@@ -58,8 +54,10 @@ export interface IncomingOptions {
   guest: Guest | null;
   preallocMs: number;
   dumpRam?: string;
-  /** TLS and the migration key for page channels (known once the main channel is accepted). */
-  pageSecurity?: () => PageChannelSecurity;
+  /** TLS and the migration key for side channels (known once the main channel is accepted). */
+  pageSecurity?: () => ChannelSecurity;
+  /** Most page channels this side runs (its own --multifd-channels); a source asking for more is refused. */
+  maxPageChannels?: number;
   /** No bytes from the source for this long fails the migration (the source pings every second). */
   stallTimeoutMs?: number;
   /** Device load handlers for the source's configuration (devices are configured alike on both sides). */
@@ -90,7 +88,8 @@ export class IncomingMigration {
   #vcpuReady: Promise<void> = Promise.resolve();
   #migrationId: Buffer = Buffer.alloc(16);
   readonly #bootId = bootId();
-  #pages: DestinationPageChannels | null = null;
+  /** Aborted when the migration fails: every wait of a handler ends then. */
+  readonly #abort = new AbortController();
   #approvals: Record<string, number> = {};
   #prepStarted: Record<string, { at: number; ms: number }> = {};
   #done!: (r: IncomingResult) => void;
@@ -168,15 +167,9 @@ export class IncomingMigration {
       case 'end':
       case 'full':
         this.#expect('loading', rec.type);
-        await this.#loadvm!.load(rec);
-        // RAM before devices, as QEMU loads them: once the source has named its last page-channel
-        // round, nothing after this section may load until that round has landed on every channel
-        // (device state is checked against guest RAM, e.g. the cpu against page 0)
-        if (this.#ram?.finalRound != null && !this.#finalRoundLanded && this.#pages) {
-          await this.#finalRoundEnded(this.#pages, this.#ram.finalRound);
-          this.#finalRoundLanded = true;
-        }
-        return;
+        // in order, one at a time: a handler that waits (RAM for its page channels' last round,
+        // a device preparing) holds back everything after its section
+        return this.#loadvm!.load(rec);
       case 'eof':
         this.#expect('loading', rec.type, 'verifying');
         // the source sends nothing more until our SHUT: its silence is no longer a stall
@@ -224,30 +217,46 @@ export class IncomingMigration {
     const pattern = (['uniform', 'hot', 'sequential'] as const).find((p) => p === g.pattern) ?? 'uniform';
     this.#vcpuReady = this.#guest.prepare({ dirtyRate, pattern, dirtyRange: Number(g.dirtyRange ?? 0) });
     this.#vcpuReady.catch(() => {});
-    if (this.opts.capabilities.multifd) {
-      const channels = Number(config.multifdChannels);
-      if (!Number.isInteger(channels) || channels < 1 || channels > 255) {
-        throw new ProtocolError(
-          ErrorCode.MALFORMED,
-          `configuration: multifdChannels ${String(config.multifdChannels)} is not 1..255`,
-        );
-      }
-      this.#pages = new DestinationPageChannels(
-        this.#guest.memory,
-        channels,
-        this.#migrationId,
-        this.opts.pageSecurity?.() ?? { tls: null, key: Buffer.alloc(32) },
-        (round) => void this.rp.send({ type: 'round-done', round }).catch(() => {}),
-        (e) => void this.fail(e),
-      );
-    }
-    this.#ram = new RamLoader(this.#guest.memory, this.#pages ?? undefined);
+    this.#ram = new RamLoader(this.#guest.memory, { pageChannels: this.#pageChannels(config) });
     const devices =
       this.opts.devicesFor?.(config, this.#guest.memory, (id, ms) => this.#onPrepStart(id, ms)) ?? [];
     this.#loadvm = new LoadVm([this.#ram, ...devices, this.#digest]);
-    const ctx = { approveSwitchover: (idstr: string) => this.#approve(idstr) };
-    const pending = this.#loadvm.setup(ctx, this.opts.capabilities['switchover-ack']);
+    const pending = this.#loadvm.setup(this.#loadContext(), this.opts.capabilities['switchover-ack']);
     this.tracer.emit(TraceEvent.LOAD, { phase: 'setup', ackPending: pending });
+  }
+
+  /** Page channels the source's configuration asks for: 0 without multifd, else 1..this side's limit. */
+  #pageChannels(config: ConfigurationBody): number {
+    if (!this.opts.capabilities.multifd) return 0;
+    const channels = config.multifdChannels;
+    const limit = this.opts.maxPageChannels ?? 255;
+    if (typeof channels !== 'number' || !Number.isInteger(channels) || channels < 1 || channels > 255)
+      throw new ProtocolError(
+        ErrorCode.MALFORMED,
+        `configuration: multifdChannels ${String(channels)} is not 1..255`,
+      );
+    if (channels > limit)
+      throw new ProtocolError(
+        ErrorCode.CONFIG_MISMATCH,
+        `the source asks for ${channels} page channels, this destination runs at most ${limit} (its --multifd-channels)`,
+      );
+    return channels;
+  }
+
+  /** What load handlers get: the return path, failure, the main connection's facts, deadline and abort. */
+  #loadContext(): LoadContext {
+    return {
+      approveSwitchover: (idstr) => this.#approve(idstr),
+      sendToSource: (m) => void this.rp.send(m).catch(() => {}),
+      fail: (e) => void this.fail(e),
+      link: {
+        peerAddress: this.#main?.remoteAddress ?? '',
+        migrationId: this.#migrationId,
+        security: this.opts.pageSecurity?.() ?? { tls: null, key: Buffer.alloc(32) },
+      },
+      stallTimeoutMs: this.opts.stallTimeoutMs ?? 10_000,
+      signal: this.#abort.signal,
+    };
   }
 
   #approve(idstr: string): void {
@@ -283,14 +292,6 @@ export class IncomingMigration {
         return;
       case 2: // PING
         return this.rp.send({ type: 'pong', value: readPing(payload) });
-      case 32: {
-        // PAGE_CHANNELS
-        if (!this.#pages)
-          throw new ProtocolError(ErrorCode.STATE, 'PAGE_CHANNELS without the multifd capability');
-        const { host, ports } = readPageChannels(payload);
-        this.#pages.connect(host, ports);
-        return;
-      }
       case 11: // SWITCHOVER_START
         this.#checkpoint('dst-switchover-start');
         return;
@@ -304,24 +305,6 @@ export class IncomingMigration {
     this.#checkpoints[name] = t;
     this.tracer.emit(TraceEvent.CHECKPOINT, { name });
     return t;
-  }
-
-  /** The page channels' last round (FINAL_ROUND) has been placed and verified on every channel. */
-  #finalRoundLanded = false;
-
-  /** The page channels' last round, bounded like any other wait on the source (stall-timeout). */
-  async #finalRoundEnded(pages: DestinationPageChannels, round: number): Promise<void> {
-    const ms = this.opts.stallTimeoutMs ?? 10_000;
-    if (ms <= 0) return pages.roundEnded(round);
-    await withDeadline(
-      pages.roundEnded(round),
-      ms,
-      () =>
-        new SocketError(
-          ErrorCode.TIMEOUT,
-          `page channels did not finish round ${round} within ${ms} ms of FINAL_ROUND (stall-timeout)`,
-        ),
-    );
   }
 
   /** EOF: verify everything, then start the guest, then SHUT(0). */
@@ -340,6 +323,8 @@ export class IncomingMigration {
     this.#checkpoint('dst-loadvm-completed');
     if (this.opts.dumpRam) await writeRamDump(this.opts.dumpRam, this.#guest!.memory.bytes);
     await this.#vcpuReady;
+    // the source may have given up meanwhile (its channels closed: fail() ran): then never start
+    if ((this.state as IncomingState) === 'failed') return;
     await this.#guest!.resume();
     this.#checkpoint('dst-vm-started');
     this.state = 'running';
@@ -347,7 +332,8 @@ export class IncomingMigration {
     const integrity = {
       'pages-verified': ram.pagesVerified,
       'digest-destination': dstDigest,
-      'torn-copies': this.#pages?.tornCopies ?? 0,
+      'torn-copies': ram.tornCopies,
+      'checksum-backend': ram.checksumBackend,
     };
     const devices = this.#deviceFacts();
     await this.rp.send({
@@ -359,7 +345,7 @@ export class IncomingMigration {
     await this.rp.send({ type: 'resumed', body: { guest: { 'self-check': selfCheck } } }).catch(() => {});
     this.rp.close();
     this.#main?.destroy();
-    this.#pages?.close();
+    this.#loadvm?.cleanup();
     this.#done({
       status: 'completed',
       report: {
@@ -388,6 +374,7 @@ export class IncomingMigration {
   async fail(err: MigrationError): Promise<void> {
     if (this.state === 'failed' || this.state === 'running') return;
     this.state = 'failed';
+    this.#abort.abort(err);
     this.tracer.emit(TraceEvent.ERROR, { code: err.code, message: err.message });
     if (process.env.SWITCHOVER_DEBUG === '1')
       process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);

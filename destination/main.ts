@@ -16,7 +16,7 @@ import { prepareWorkerBundles } from '../shared/worker/spawn.js';
 import { reportTable } from '../source/report.js';
 import { IncomingMigration } from './incoming.js';
 import { Listener } from './listener.js';
-import { PAGE_WORKER_ENTRY } from './page-channels.js';
+import { PAGE_WORKER_ENTRY } from './ram/page-channels.js';
 
 const USAGE = `usage: npm run destination -- --listen HOST:PORT [options]
 
@@ -50,6 +50,7 @@ async function main(): Promise<number> {
     preallocMs,
     dumpRam: o.dumpRam,
     stallTimeoutMs: o.stallTimeoutMs,
+    maxPageChannels: o.parameters['multifd-channels'],
     pageSecurity: () => ({ tls: security.tls, key: listener.migrationKey ?? Buffer.alloc(32) }),
     devicesFor: (config, memory, onPrepStart) =>
       destinationDevices(

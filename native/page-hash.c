@@ -283,10 +283,34 @@ static napi_value adviseHugePages(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * copyInto(dst: Uint8Array, dstOffset, src: Uint8Array): memcpy of src into dst at dstOffset. Why:
+ * V8 copies into a SharedArrayBuffer (guest RAM) with relaxed atomics, a byte at a time unless
+ * source and destination are aligned alike, and a page's bytes sit at any offset of the socket
+ * chunk they arrived in: 3 GB/s instead of 17 (measured here), 0.42 s of every GiB on the main
+ * channel. RangeError if src does not fit.
+ */
+static napi_value copyInto(napi_env env, napi_callback_info info) {
+  napi_value a[3];
+  void *dst, *src;
+  size_t dstLen, srcLen;
+  double off;
+  if (!args(env, info, 3, a)) goto bad;
+  if (!typed(env, a[0], napi_uint8_array, &dst, &dstLen)) goto bad;
+  if (napi_get_value_double(env, a[1], &off) != napi_ok || off < 0 || off != (double)(size_t)off) goto bad;
+  if (!typed(env, a[2], napi_uint8_array, &src, &srcLen)) goto bad;
+  if ((size_t)off > dstLen || srcLen > dstLen - (size_t)off) goto bad;
+  memcpy((uint8_t *)dst + (size_t)off, src, srcLen);
+  return NULL;
+bad:
+  napi_throw_range_error(env, NULL, "copyInto: bad arguments or src does not fit");
+  return NULL;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } fns[] = {
     {"describePages", describePages}, {"verifyPages", verifyPages}, {"syncDirty", syncDirty},
-    {"takeAll", takeAll}, {"adviseHugePages", adviseHugePages}};
+    {"takeAll", takeAll}, {"adviseHugePages", adviseHugePages}, {"copyInto", copyInto}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn);

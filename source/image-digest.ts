@@ -17,13 +17,13 @@ export class ImageDigestSaver implements SaveHandlers {
     private readonly ram: {
       digest(): string;
       readonly sentChecksums: BigUint64Array;
-      /** page channels: the last round's checksums are all recorded */
-      handedOver?(): Promise<void>;
+      /** every page sent has its checksum recorded (page channels: the workers handed the last round over) */
+      handedOver(): Promise<void>;
     },
   ) {}
 
   async saveComplete(sink: SectionSink): Promise<void> {
-    await this.ram.handedOver?.();
+    await this.ram.handedOver();
     this.digest = this.ram.digest();
     await sink.emit(encodePayload({ digest: this.digest, pages: this.ram.sentChecksums.length }));
   }

@@ -17,7 +17,7 @@ import { sourceSecurity } from '../shared/tls/policy.js';
 import { prepareWorkerBundles } from '../shared/worker/spawn.js';
 import { MetricsServer } from './metrics.js';
 import { SourceMigration } from './migration.js';
-import { PAGE_WORKER_ENTRY } from './ram-save-multifd.js';
+import { PAGE_WORKER_ENTRY } from './ram/page-channels.js';
 import { reportTable } from './report.js';
 import { timelineData } from './timeline-data.js';
 

@@ -1,7 +1,13 @@
 /**
  * The source's migration (QEMU migration.c analog): setup → active (precopy rounds with the
  * convergence rule) → device (guest stopped, final state) → completed; any error → failed, a cancel
- * → cancelling → cancelled. On failure or cancel the guest keeps (or resumes) running, untouched.
+ * → cancelling → cancelled. On failure or cancel the guest keeps (or resumes) running, untouched,
+ * unless the destination already said SHUT(0) (then it runs there, and must not run twice).
+ *
+ * Every wait ends on the first failure or a cancel: fail() aborts the migration's signal, every phase
+ * is raced against it (#guard), the handlers wait on it too (SaveContext.signal), and the guest is
+ * resumed only after any stop in progress has finished (#stopping). Handlers are reached only through
+ * SaveVm and the SaveHandlers interface: how RAM travels is the RAM handler's business.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -13,30 +19,36 @@ import {
 } from '../shared/errors.js';
 import type { Guest } from '../shared/guest/guest.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
-import type { SaveHandlers } from '../shared/handlers.js';
-import { agreementSet, type Capabilities, enabledCapabilities, type Parameters } from '../shared/options.js';
+import type { SaveContext, SaveHandlers } from '../shared/handlers.js';
+import { agreementSet, type Capabilities, type Parameters } from '../shared/options.js';
 import type { ProgressLine } from '../shared/progress.js';
 import { encodeRp, type RpMessage } from '../shared/protocol/return-path-codec.js';
 import {
   encodeConfiguration,
   encodeEof,
   encodeOpenReturnPath,
-  encodePageChannels,
   encodePing,
   encodeStreamHeader,
   encodeSwitchoverStart,
 } from '../shared/protocol/stream-codec.js';
 import type { ChannelWriter } from '../shared/socket-io.js';
 import { MigrationStatus as S, StateCell } from '../shared/state.js';
-import type { TlsConfig } from '../shared/tls/config.js';
 import { TraceEvent, Tracer } from '../shared/trace.js';
-import { bindingFor, connectChannel, MAIN, RETURN_PATH, readReturnPath } from './channel.js';
+import {
+  bindingFor,
+  type ConnectOptions,
+  connectChannel,
+  MAIN,
+  RETURN_PATH,
+  readReturnPath,
+} from './channel.js';
 import { ClockOffset } from './clock-offset.js';
 import { ImageDigestSaver } from './image-digest.js';
-import { RamSaver } from './ram-save.js';
-import { MultifdRamSaver } from './ram-save-multifd.js';
-import { RateLimiter } from './rate-limit.js';
-import { type MigrationReport, round2 } from './report.js';
+import { RamSaver } from './ram/ram-save.js';
+import { RateLimiter, WINDOW_MS } from './rate-limit.js';
+import type { MigrationReport } from './report.js';
+import { round2 } from './report.js';
+import { buildReport } from './report-builder.js';
 import { SaveVm } from './savevm.js';
 import { ConvergenceMeter } from './switchover.js';
 
@@ -69,6 +81,8 @@ export interface MigrateOptions {
   /** How long SHUT may take after EOF before the migration fails. */
   completionTimeoutMs?: number;
   onProgress?: (p: Progress) => void;
+  /** Operator-facing warnings (a stranger on a page port); default stderr. */
+  onWarning?: (message: string) => void;
 }
 
 /** What onProgress receives each 100 ms window (the fields of a `progress` line). */
@@ -77,12 +91,15 @@ export type Progress = ProgressLine;
 export class SourceMigration {
   readonly state = new StateCell();
   readonly tracer = new Tracer('source');
-  readonly ram: RamSaver | MultifdRamSaver;
+  readonly ram: RamSaver;
   readonly #digest: ImageDigestSaver;
   readonly #meter: ConvergenceMeter;
   readonly #limiter: RateLimiter;
+  /** Aborted (with the first error) when the migration fails or is cancelled. */
+  readonly #abort = new AbortController();
   #main: ChannelWriter | null = null;
   #rp: ChannelWriter | null = null;
+  #saveVm: SaveVm | null = null;
   #error: MigrationError | null = null;
   #acked = false;
   #shut: { status: number } | null = null;
@@ -91,47 +108,54 @@ export class SourceMigration {
   #t0 = 0;
   #setupTime = 0;
   #downtime: number | undefined;
+  #downtimeStart = 0;
   #guestStoppedHere = false;
+  /** The guest's stop, while it is in progress: a resume must wait for it. */
+  #stopping: Promise<unknown> | null = null;
   /** total-time is frozen here (QEMU); waiting for the guest's self-check report comes after. */
   #completedAt: number | null = null;
-  #downtimeStart = 0;
   /** The destination's own reason, when it sent one: preferred over the socket error it caused. */
   #peerError: MigrationError | null = null;
+  readonly #migrationId = randomBytes(16);
+  #sideBytesSeen = 0;
+  /** The loop slept for lack of work in the current 100 ms window (see ConvergenceMeter.update). */
+  #idleInWindow = false;
+  readonly #clock = new ClockOffset();
+  #timeSeq = 0;
+  #pingSeq = 1;
+  #lastPingAt = 0;
+  #lastPongAt = 0;
+  /** Last message of any kind from the destination (liveness while waiting for SHUT). */
+  #lastHeardAt = 0;
 
   constructor(private readonly opts: MigrateOptions) {
-    this.ram = opts.capabilities.multifd
-      ? new MultifdRamSaver(opts.guest.memory, opts.parameters['multifd-channels'], (e) =>
-          this.#onPageChannelError(e),
-        )
-      : new RamSaver(opts.guest.memory);
+    const p = opts.parameters;
+    this.ram = new RamSaver(opts.guest.memory, {
+      pageChannels: opts.capabilities.multifd ? p['multifd-channels'] : 0,
+      maxBandwidth: p['max-bandwidth'],
+    });
     this.#digest = new ImageDigestSaver(this.ram);
-    this.#meter = new ConvergenceMeter(opts.parameters);
-    this.#limiter = new RateLimiter(opts.parameters['max-bandwidth'], monotonicMs());
+    this.#meter = new ConvergenceMeter(p);
+    this.#limiter = new RateLimiter(p['max-bandwidth'], monotonicMs());
     this.state.onChange((from, to) => this.tracer.emit(TraceEvent.STATE, { from, to }));
     opts.signal?.addEventListener('abort', () => this.cancel(), { once: true });
   }
 
-  /**
-   * Clock-offset probes travel on the return-path socket's idle source→destination direction, not
-   * behind the bulk data on the main channel, so their round trips stay short.
-   */
-  #timeProbes(n: number): void {
-    if (!this.#rp) return;
-    for (let i = 0; i < n; i++) {
-      const value = ++this.#timeSeq;
-      this.#clock.noteSent(value, monotonicMs());
-      this.#rp.writeTracked(encodeRp({ type: 'time', body: { value } })).accepted.catch(() => {});
-    }
+  get #stall(): number {
+    return this.opts.stallTimeoutMs ?? DEFAULT_STALL_MS;
   }
 
-  /** Records the first error (sticky) and wakes the loop. */
+  /** Records the first error (sticky), aborts every wait and wakes the loop. */
   fail(err: MigrationError): void {
     this.#error ??= err;
     this.tracer.emit(TraceEvent.ERROR, { code: err.code, message: err.message });
+    this.#abort.abort(this.#error);
     this.#wake?.();
   }
 
+  /** User cancel: ignored once the destination runs the guest (SHUT(0)): it must not run twice. */
   cancel(): void {
+    if (this.#shut?.status === 0) return;
     const s = this.state.status;
     if (this.state.transition(s, S.CANCELLING))
       this.fail(new MigErr(ErrorCode.CANCELLED, 'migration cancelled by the user'));
@@ -141,7 +165,7 @@ export class SourceMigration {
     this.#t0 = monotonicMs();
     this.state.transition(S.NONE, S.SETUP);
     try {
-      await this.#setup();
+      await this.#guard(this.#setup());
       this.#setupTime = monotonicMs() - this.#t0;
       if (!this.state.transition(S.SETUP, S.ACTIVE)) this.#check();
       await this.#iterate();
@@ -149,7 +173,7 @@ export class SourceMigration {
       this.state.transition(S.DEVICE, S.COMPLETED);
       await this.#waitGuestReport();
     } catch (err) {
-      if (this.#shut?.status === 0 && this.state.status === S.DEVICE) {
+      if (this.#shut?.status === 0) {
         // SHUT(0): the guest already runs on the destination. Whatever failed after that, the source
         // guest must not run too (split brain): the migration is complete.
         this.tracer.emit(TraceEvent.ERROR, {
@@ -159,14 +183,38 @@ export class SourceMigration {
         });
         this.#completedAt ??= monotonicMs();
         this.#downtime ??= this.#completedAt - this.#downtimeStart;
-        this.state.transition(S.DEVICE, S.COMPLETED);
+        this.state.transition(this.state.status, S.COMPLETED);
         return this.#report();
       }
-      await this.#abort(asMigrationError(err));
+      await this.#abortMigration(asMigrationError(err));
     } finally {
       this.#closeChannels();
     }
     return this.#report();
+  }
+
+  /**
+   * `work`, unless the migration fails or is cancelled first: then its error, at once. `work` may
+   * go on in the background; whatever it does next fails on the closed channels.
+   */
+  #guard<T>(work: Promise<T>): Promise<T> {
+    work.catch(() => {});
+    const signal = this.#abort.signal;
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      work.then(
+        (v) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(v);
+        },
+        (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      );
+    });
   }
 
   async #setup(): Promise<void> {
@@ -179,7 +227,7 @@ export class SourceMigration {
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
     };
     this.#main = await connectChannel(conn, MAIN, 'main');
-    this.#main.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_MS;
+    this.#main.stallTimeoutMs = this.#stall;
     readReturnPath(
       this.#main,
       (m) => this.#onRp(m),
@@ -210,52 +258,46 @@ export class SourceMigration {
       await this.#main.write(encodePing(1));
       this.#timeProbes(CLOCK_PROBES);
     }
-    if (this.ram instanceof MultifdRamSaver) {
-      // page workers listen on the address the destination already reaches us from
-      const host = this.#main.socket.localAddress ?? opts.host;
-      const security = {
-        tls: (conn as { tls?: TlsConfig | null }).tls ?? null,
-        key: bindingFor(conn).key!,
-        host: opts.host,
-      };
-      const ports = await this.ram.listen(host, this.#migrationId, security);
-      await this.#main.write(encodePageChannels({ host, ports }));
-      await this.ram.waitConnected(opts.stallTimeoutMs || DEFAULT_STALL_MS);
-    }
     this.#saveVm = new SaveVm(this.#main, this.#limiter, this.tracer, [
       this.ram,
       ...(opts.devices ?? []),
       this.#digest,
     ]);
-    await this.#saveVm.setup();
+    await this.#saveVm.setup(this.#saveContext(conn));
     this.#check();
   }
 
-  #saveVm: SaveVm | null = null;
-  readonly #migrationId = randomBytes(16);
-  #pageBytesSeen = 0;
-  /** The loop slept for lack of work in the current 100 ms window (see ConvergenceMeter.update). */
-  #idleInWindow = false;
-  readonly #clock = new ClockOffset();
-  #timeSeq = 0;
-  #pingSeq = 1;
-  #lastPingAt = 0;
-  #lastPongAt = 0;
+  /** What handlers get to open and guard side channels of their own. */
+  #saveContext(conn: ConnectOptions): SaveContext {
+    const socket = this.#main!.socket;
+    return {
+      link: {
+        localAddress: socket.localAddress ?? this.opts.host,
+        peerAddress: socket.remoteAddress ?? this.opts.host,
+        migrationId: this.#migrationId,
+        security: { tls: conn.tls ?? null, key: bindingFor(conn).key!, host: this.opts.host },
+      },
+      signal: this.#abort.signal,
+      stallTimeoutMs: this.#stall,
+      fail: (e) => this.#onHandlerError(e),
+      warn: (m) =>
+        (this.opts.onWarning ?? ((l) => process.stderr.write(`switchover-source: warning: ${l}\n`)))(m),
+    };
+  }
 
   /**
    * Keepalive: a PING on the main channel every second. With a return path, a destination that stops
    * answering (frozen, partitioned) is detected after stall-timeout without a PONG.
    */
-  async #keepalive(): Promise<void> {
+  #keepalive(): void {
     const now = monotonicMs();
     if (this.#lastPongAt === 0) this.#lastPongAt = now;
     if (now - this.#lastPingAt >= PING_INTERVAL_MS) {
       this.#lastPingAt = now;
-      const { accepted } = this.#main!.writeTracked(encodePing(++this.#pingSeq));
-      accepted.catch(() => {});
+      this.#main!.writeTracked(encodePing(++this.#pingSeq)).accepted.catch(() => {});
       this.#timeProbes(1);
     }
-    const stall = this.opts.stallTimeoutMs ?? DEFAULT_STALL_MS;
+    const stall = this.#stall;
     if (this.#rp && stall > 0 && now - this.#lastPongAt > stall) {
       throw new SocketError(
         ErrorCode.TIMEOUT,
@@ -268,22 +310,22 @@ export class SourceMigration {
     const saveVm = this.#saveVm!;
     const started = monotonicMs();
     this.#limiter.restart(started);
-    if (this.ram instanceof MultifdRamSaver) this.ram.refill(this.opts.parameters['max-bandwidth'] / 10);
+    saveVm.refillSideChannels(this.#windowBudget());
     for (;;) {
       this.#check();
       let idle = false;
       if (!this.#limiter.exhausted()) {
         if (this.#tryComplete()) return;
         // nothing left to send right now (everything iterated, or waiting for the ACK): don't spin
-        idle = await saveVm.iterate();
+        idle = await this.#guard(saveVm.iterate());
       }
-      await this.#keepalive();
+      this.#keepalive();
       this.#updateCounters();
       const timeout = this.opts.timeoutMs ?? 0;
       if (timeout > 0 && monotonicMs() - started > timeout) {
         throw new MigErr(
           ErrorCode.NOT_CONVERGING,
-          `not converging after ${timeout} ms: ${this.ram.tracker.pending * this.opts.guest.memory.pageSize} bytes pending, threshold ${Math.round(this.#meter.threshold)} bytes (bandwidth ${round2((this.#meter.bandwidth * 1000) / 1048576)} MiB/s, dirty ${this.ram.tracker.dirtyPagesRate} pages/s)`,
+          `not converging after ${timeout} ms: ${saveVm.pendingEstimate()} bytes pending, threshold ${Math.round(this.#meter.threshold)} bytes (bandwidth ${round2((this.#meter.bandwidth * 1000) / 1048576)} MiB/s, dirty ${this.ram.tracker.dirtyPagesRate} pages/s)`,
         );
       }
       if (idle) this.#idleInWindow = true;
@@ -300,8 +342,8 @@ export class SourceMigration {
   #tryComplete(): boolean {
     const saveVm = this.#saveVm!;
     const threshold = this.#meter.threshold;
-    // page channels: decide between rounds, never with one on its way (it would land in the downtime)
-    if (this.ram instanceof MultifdRamSaver && this.ram.roundInFlight) return false;
+    // decide between rounds, never with one on its way (it would land in the downtime)
+    if (!saveVm.settled()) return false;
     let pending = saveVm.pendingEstimate();
     if (pending > threshold) return false;
     pending = saveVm.pendingExact();
@@ -323,25 +365,25 @@ export class SourceMigration {
     const main = this.#main!;
     const saveVm = this.#saveVm!;
     const t = this.tracer;
-    const downtimeStart = monotonicMs();
-    this.#downtimeStart = downtimeStart;
+    this.#downtimeStart = monotonicMs();
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-start' });
     this.#guestStoppedHere = this.opts.guest.running;
-    await this.opts.guest.stop();
+    this.#stopping = this.opts.guest.stop();
+    await this.#stopping;
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-vm-stopped' });
     if (!this.state.transition(S.ACTIVE, S.DEVICE)) this.#check();
     this.#limiter.setLimit(0);
-    await main.write(encodeSwitchoverStart());
-    await saveVm.completeIterable();
+    await this.#guard(main.write(encodeSwitchoverStart()));
+    await this.#guard(saveVm.completeIterable());
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-iterable-saved' });
-    await saveVm.completeNonIterable();
+    await this.#guard(saveVm.completeNonIterable());
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-non-iterable-saved' });
-    await main.write(encodeEof());
-    await main.flush();
+    await this.#guard(main.write(encodeEof()));
+    await this.#guard(main.flush());
     if (this.#rp) await this.#waitShut();
     this.#check();
     this.#completedAt = monotonicMs();
-    this.#downtime = this.#completedAt - downtimeStart;
+    this.#downtime = this.#completedAt - this.#downtimeStart;
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-end' });
   }
 
@@ -367,32 +409,61 @@ export class SourceMigration {
     }
   }
 
+  /**
+   * EOF is out: the destination verifies, loads and starts the guest, then says SHUT. Bounded twice:
+   * completionTimeoutMs in all, and the destination must stay audible (a clock probe each second
+   * answers on its return-path thread even while it loads) — silence for the stall timeout is a
+   * frozen or cut-off destination.
+   */
   async #waitShut(): Promise<void> {
     const deadline = monotonicMs() + (this.opts.completionTimeoutMs ?? 30_000);
+    this.#lastHeardAt = monotonicMs();
+    let nextProbe = 0;
     while (!this.#shut) {
       this.#check();
-      const left = deadline - monotonicMs();
-      if (left <= 0)
+      const now = monotonicMs();
+      if (now >= deadline)
         throw new SocketError(
           ErrorCode.TIMEOUT,
           'destination did not confirm the guest started (no SHUT) in time',
         );
-      await this.#sleep(Math.min(left, 1000));
+      const stall = this.#stall;
+      if (stall > 0 && now - this.#lastHeardAt > stall)
+        throw new SocketError(
+          ErrorCode.TIMEOUT,
+          `destination silent for ${Math.round(now - this.#lastHeardAt)} ms after EOF (stall-timeout ${stall} ms)`,
+        );
+      if (now >= nextProbe) {
+        this.#timeProbes(1);
+        nextProbe = now + PING_INTERVAL_MS;
+      }
+      await this.#sleep(Math.min(deadline - now, nextProbe - now));
     }
     if (this.#shut.status !== 0)
       throw new MigErr(ErrorCode.PEER_FAILED, `destination indicated error ${this.#shut.status}`);
   }
 
+  /**
+   * Clock-offset probes travel on the return-path socket's idle source→destination direction, not
+   * behind the bulk data on the main channel, so their round trips stay short.
+   */
+  #timeProbes(n: number): void {
+    if (!this.#rp) return;
+    for (let i = 0; i < n; i++) {
+      const value = ++this.#timeSeq;
+      this.#clock.noteSent(value, monotonicMs());
+      this.#rp.writeTracked(encodeRp({ type: 'time', body: { value } })).accepted.catch(() => {});
+    }
+  }
+
   #onRp(m: RpMessage): void {
+    this.#lastHeardAt = monotonicMs();
     this.tracer.emit(TraceEvent.RP_RECV, { type: m.type });
     switch (m.type) {
       case 'switchover-ack':
         this.#acked = true;
         this.#meter.noteAck(monotonicMs());
         this.tracer.emit(TraceEvent.SWITCHOVER_ACK, {});
-        break;
-      case 'round-done':
-        if (this.ram instanceof MultifdRamSaver) this.ram.noteRoundDone(m.round);
         break;
       case 'pong':
         this.#lastPongAt = monotonicMs();
@@ -418,6 +489,8 @@ export class SourceMigration {
         this.#meter.noteLoadCost(m.body, monotonicMs());
         break;
       default:
+        // handler business (a page-channel round confirmed, ...)
+        this.#saveVm?.deliver(m);
         break;
     }
     this.#wake?.();
@@ -428,8 +501,8 @@ export class SourceMigration {
     this.fail(new SocketError(e.code, `${name} channel: ${e.message}`));
   }
 
-  /** Page workers report their channel's close as an error (their message names the channel). */
-  #onPageChannelError(e: MigrationError): void {
+  /** A handler's own failure (its message names the side channel). */
+  #onHandlerError(e: MigrationError): void {
     if (this.#endedCleanly()) return;
     this.fail(e);
   }
@@ -446,44 +519,49 @@ export class SourceMigration {
   }
 
   #transferred(): number {
-    const pages = this.ram instanceof MultifdRamSaver ? this.ram.sentBytesLive() : 0;
-    return (this.#main?.bytesWritten ?? 0) + pages;
+    return (this.#main?.bytesWritten ?? 0) + (this.#saveVm?.sideChannelBytes() ?? 0);
+  }
+
+  /** max-bandwidth's share of one window (0 = unlimited). */
+  #windowBudget(): number {
+    return this.opts.parameters['max-bandwidth'] / (1000 / WINDOW_MS);
   }
 
   #updateCounters(): void {
+    const saveVm = this.#saveVm!;
     const now = monotonicMs();
-    if (this.ram instanceof MultifdRamSaver) {
-      // page workers send beside the main channel: count their bytes in the window, refill their allowance
-      const live = this.ram.sentBytesLive();
-      this.#limiter.account(live - this.#pageBytesSeen);
-      this.#pageBytesSeen = live;
-    }
+    // side channels send beside the main channel: count their bytes in the window
+    const side = saveVm.sideChannelBytes();
+    this.#limiter.account(side - this.#sideBytesSeen);
+    this.#sideBytesSeen = side;
     const window = this.#limiter.roll(now);
     if (!window) return;
     const idleInWindow = this.#idleInWindow;
     this.#idleInWindow = false;
-    if (this.ram instanceof MultifdRamSaver) this.ram.refill(this.opts.parameters['max-bandwidth'] / 10);
+    saveVm.refillSideChannels(this.#windowBudget());
+    const remaining = saveVm.pendingEstimate();
     this.#meter.update(
       { ...window, idle: idleInWindow },
       this.ram.tracker.dirtyPagesRate,
-      this.ram.tracker.pending * this.opts.guest.memory.pageSize,
-      this.ram instanceof MultifdRamSaver ? this.ram.roundBandwidth : null,
+      remaining,
+      saveVm.measuredBandwidth(),
     );
+    const p = this.#progress(now, remaining);
     this.tracer.emit(TraceEvent.ITERATION, {
-      remaining: this.ram.pendingEstimate().mustPrecopy,
-      transferred: this.#transferred(),
-      mbps: this.#meter.mbps,
-      expectedDowntime: this.#meter.expectedDowntime,
-      sync: this.ram.tracker.syncCount,
-      dirtyPagesRate: this.ram.tracker.dirtyPagesRate,
+      remaining,
+      transferred: p.transferred,
+      mbps: p.mbps,
+      expectedDowntime: p.expectedDowntime,
+      sync: p.iteration,
+      dirtyPagesRate: p.dirtyPagesRate,
     });
-    this.opts.onProgress?.(this.#progress(now));
+    this.opts.onProgress?.(p);
   }
 
-  #progress(now: number): Progress {
+  #progress(now: number, remaining: number): Progress {
     return {
       status: this.state.status,
-      remaining: this.ram.pendingEstimate().mustPrecopy,
+      remaining,
       transferred: this.#transferred(),
       mbps: this.#meter.mbps,
       dirtyPagesRate: this.ram.tracker.dirtyPagesRate,
@@ -510,7 +588,7 @@ export class SourceMigration {
     });
   }
 
-  async #abort(err: MigrationError): Promise<void> {
+  async #abortMigration(err: MigrationError): Promise<void> {
     this.fail(err);
     if (!this.#peerError && err instanceof SocketError) {
       // a closed socket is usually the consequence of a refusal: give its ERROR frame a moment to arrive
@@ -522,6 +600,8 @@ export class SourceMigration {
     if (s === S.CANCELLING)
       this.state.transition(S.CANCELLING, err.code === ErrorCode.CANCELLED ? S.CANCELLED : S.FAILED);
     else this.state.transition(s, S.FAILED);
+    // a stop may still be in progress (the failure raced it): let it finish, then resume
+    await this.#stopping?.catch(() => {});
     if (this.#guestStoppedHere && !this.opts.guest.running) await this.opts.guest.resume();
     this.#saveVm?.cleanup();
   }
@@ -532,117 +612,26 @@ export class SourceMigration {
   }
 
   #report(): MigrationReport {
-    const status = this.state.status;
-    const mem = this.opts.guest.memory;
-    const c = this.ram.counters;
     const end = this.#completedAt ?? monotonicMs();
-    const total = end - this.#t0;
-    const transferred = this.#transferred();
-    const ok = status === S.COMPLETED;
-    const dst = this.#resumed ?? {};
-    const report: MigrationReport = {
-      status,
-      'total-time': round2(total),
-      'setup-time': round2(this.#setupTime),
-      'expected-downtime': round2(this.#meter.expectedDowntime),
-      ram: {
-        transferred,
-        remaining: ok ? 0 : this.ram.tracker.pending * mem.pageSize,
-        total: mem.pageCount * mem.pageSize,
-        duplicate: c.duplicate,
-        normal: c.normal,
-        'normal-bytes': c.normal * mem.pageSize,
-        mbps: round2(ok ? (transferred * 8) / ((total - this.#setupTime) / 1000) / 1e6 : this.#meter.mbps),
-        'dirty-pages-rate': ok ? 0 : this.ram.tracker.dirtyPagesRate,
-        'dirty-sync-count': this.ram.tracker.syncCount,
-        'precopy-bytes': c.precopyBytes,
-        'downtime-bytes': c.downtimeBytes,
-      },
-      iterations: this.ram.tracker.syncCount,
-      capabilities: enabledCapabilities(this.opts.capabilities),
+    return buildReport({
+      status: this.state.status,
+      error: this.#error,
+      setupTime: this.#setupTime,
+      totalTime: end - this.#t0,
+      downtime: this.#downtime,
+      transferred: this.#transferred(),
+      ram: this.ram,
+      pageSize: this.opts.guest.memory.pageSize,
+      capabilities: this.opts.capabilities,
       parameters: { ...this.opts.parameters, 'switchover-policy': this.opts.switchoverPolicy ?? 'floor' },
-      guest: {
-        ticks: this.opts.guest.heartbeat().tick,
-        ...(dst.guest as object | undefined),
-        ...this.#observed(dst.gap),
-      },
-      integrity: {
-        'digest-source': this.#digest.digest || null,
-        ...(dst.integrity as object | undefined),
-      },
-    };
-    if (ok) report.downtime = round2(this.#downtime ?? 0);
-    const dstDigest = (dst.integrity as { 'digest-destination'?: string } | undefined)?.[
-      'digest-destination'
-    ];
-    if (dstDigest) report.integrity.match = dstDigest === this.#digest.digest;
-    if (this.#error && !ok) {
-      report['error-desc'] = this.#error.message;
-      report['error-code'] = this.#error.code;
-    }
-    Object.assign(report, this.#meter.reportFields(this.opts.capabilities['switchover-ack'], this.#acked));
-    report['downtime-breakdown'] = this.#breakdown(dst.checkpoints as Record<string, number> | undefined);
-    report['downtime-start-t'] = this.tracer.records.find((r) => r.name === 'src-downtime-start')?.t;
-    report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
-    report.devices = this.#deviceReport(dst.devices as Record<string, Record<string, unknown>> | undefined);
-    report['downtime-expected-vs-actual'] = ok
-      ? {
-          expected: report['expected-downtime'],
-          actual: report.downtime,
-          error: round2((report.downtime ?? 0) - report['expected-downtime']),
-        }
-      : undefined;
-    return report;
-  }
-
-  /**
-   * Checkpoints named as QEMU's vmstate_downtime_checkpoint trace points, in ms from
-   * src-downtime-start. Destination times are on the same monotonic clock when both run on one host.
-   */
-  #breakdown(dst: Record<string, number> | undefined): Record<string, number> | undefined {
-    const src = Object.fromEntries(
-      this.tracer.records.filter((r) => r.event === TraceEvent.CHECKPOINT).map((r) => [String(r.name), r.t]),
-    );
-    const start = src['src-downtime-start'];
-    if (start === undefined) return undefined;
-    const offset = this.#clock.estimate()?.offset ?? 0; // destination times onto the source clock
-    const all: [string, number][] = [
-      ...Object.entries(src),
-      ...Object.entries(dst ?? {}).map(([k, t]): [string, number] => [k, t - offset]),
-    ];
-    all.sort((a, b) => a[1] - b[1]);
-    return Object.fromEntries(all.map(([k, t]) => [k, round2(t - start)]));
-  }
-
-  /**
-   * guest.observed-downtime: the guest's own gap, from its last heartbeat on the source (source clock)
-   * to its first on the destination (destination clock, corrected by the measured offset).
-   */
-  #observed(gap: unknown): Record<string, number | string> {
-    const g = gap as { gapStartMs?: number; gapEndMs?: number } | undefined;
-    const clock = this.#clock.estimate();
-    if (!g?.gapStartMs || !g.gapEndMs || !clock) return {};
-    return {
-      'observed-downtime': round2(g.gapEndMs - clock.offset - g.gapStartMs),
-      clock: clock.kind,
-      'clock-offset': round2(clock.offset),
-      'clock-uncertainty': round2(clock.uncertainty),
-    };
-  }
-
-  /** devices.<id>.{transferred, initial-bytes, prep-ms}: source counters plus the destination's measurements. */
-  #deviceReport(dst: Record<string, Record<string, unknown>> | undefined): Record<string, unknown> {
-    const out: Record<string, unknown> = {};
-    for (const h of this.opts.devices ?? []) {
-      const d = h as { transferred?: number; config?: { size: number } };
-      if (d.transferred === undefined) continue;
-      const remote = dst?.[h.idstr];
-      out[h.idstr] = {
-        transferred: d.transferred,
-        'initial-bytes': d.config?.size ?? 0,
-        'prep-ms': typeof remote?.['prep-ms'] === 'number' ? round2(remote['prep-ms'] as number) : null,
-      };
-    }
-    return out;
+      meter: this.#meter,
+      acked: this.#acked,
+      guestTicks: this.opts.guest.heartbeat().tick,
+      digestSource: this.#digest.digest,
+      clock: this.#clock.estimate(),
+      records: this.tracer.records,
+      devices: this.opts.devices ?? [],
+      destination: this.#resumed ?? {},
+    });
   }
 }

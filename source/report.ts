@@ -14,6 +14,10 @@ export interface RamReport {
   'dirty-sync-count': number;
   'precopy-bytes': number;
   'downtime-bytes': number;
+  /** Ours: 'main-channel' or 'page-channels' (multifd). */
+  transport: string;
+  /** Ours: which page hasher ran, 'native' (the addon) or 'js'. */
+  'checksum-backend': string;
 }
 
 export interface MigrationReport {

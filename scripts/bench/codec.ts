@@ -9,9 +9,11 @@
  *
  * Cases (median of the runs, with min–max):
  *   memcpy            Buffer.copy of each batch's 1 MiB of page data: the baseline
- *   batch encode      PageBatchWriter reset + 256 × add (copy, zero-detect, xxh64) + finish + PART gather list
- *   batch decode      StreamFramer.feed of PART sections in 64 KiB chunks + decodeRamPayload
- *   batch decode+ver  the same, then verifyBatch (xxh64 of every page)
+ *   batch encode      PageBatchBuilder.build (zero-detect, xxh64, descriptors; pages as views) + PART gather list
+ *   batch decode      StreamFramer.feed of PART sections in 64 KiB chunks (payloads as chunk views)
+ *   batch place       the same, then the RAM loader: pages copied into guest RAM and verified there
+ *   page channel      PageChannelDecoder.feed of the same batches (with round ends) into guest RAM + verify
+ * The builder and verifier use the native addon when it is built (the `backend` line says which).
  *   small encode      commands, PING, START/END sections with small msgpack payloads
  *   small decode      StreamFramer over the same records in 64 KiB chunks
  *   rp encode/decode  every return-path message through encodeRp / RpFramer
@@ -23,13 +25,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { RamLoader } from '../../destination/ram/ram-load.js';
+import { GuestMemory } from '../../shared/guest/memory.js';
 import { packr } from '../../shared/protocol/msgpack.js';
-import { decodeRamPayload, PageBatchWriter, verifyBatch } from '../../shared/protocol/ram-records.js';
+import { encodeRoundEnd, PageChannelDecoder } from '../../shared/protocol/page-batch.js';
+import { encodeRamGeometry } from '../../shared/protocol/ram-records.js';
 import { encodeRp, RpFramer, type RpMessage } from '../../shared/protocol/return-path-codec.js';
 import {
   encodeOpenReturnPath,
   encodePing,
-  encodeRoundSync,
   encodeSectionEnd,
   encodeSectionPart,
   encodeSectionStart,
@@ -37,6 +41,9 @@ import {
   encodeSwitchoverStart,
   StreamFramer,
 } from '../../shared/protocol/stream-codec.js';
+import { loadNativeHash, prepareNativeHash } from '../../shared/ram/native-hash.js';
+import { PageBatchBuilder } from '../../shared/ram/page-batch-builder.js';
+import { PageBatchVerifier } from '../../shared/ram/page-batch-verifier.js';
 
 const PAGE = 4096;
 const BATCH = 256;
@@ -95,51 +102,92 @@ function memcpyCase(guest: Buffer, batches: number): () => number {
   };
 }
 
+const native = loadNativeHash(prepareNativeHash());
+/** Page i of the guest is list entry i. */
+const LIST = Int32Array.from({ length: GUEST_BYTES / PAGE }, (_, i) => i);
+
 function encodeCase(guest: Buffer, batches: number): () => number {
-  const w = new PageBatchWriter(BATCH, PAGE);
+  const b = new PageBatchBuilder(BATCH, PAGE, native);
+  const sent = new BigUint64Array(GUEST_BYTES / PAGE);
   return () => {
     let sink = 0;
-    for (let b = 0; b < batches; b++) {
-      const base = (b * BATCH_BYTES) % GUEST_BYTES;
-      w.reset(0, 1);
-      for (let p = 0; p < BATCH; p++)
-        w.add(base / PAGE + p, guest.subarray(base + p * PAGE, base + (p + 1) * PAGE));
-      sink += encodeSectionPart(0, w.finish()).length;
+    for (let k = 0; k < batches; k++) {
+      const first = ((k * BATCH_BYTES) % GUEST_BYTES) / PAGE;
+      sink += encodeSectionPart(0, b.build(0, 1, LIST, first, first + BATCH, guest, sent)).length;
     }
     if (sink === 0) throw new Error('nothing encoded');
     return batches * BATCH_BYTES;
   };
 }
 
-/** The whole guest as a stream of PART sections, one batch each. */
-function encodedGuest(guest: Buffer): Buffer {
-  const w = new PageBatchWriter(BATCH, PAGE);
-  const parts: Buffer[] = [encodeStreamHeader()];
-  for (let base = 0; base < GUEST_BYTES; base += BATCH_BYTES) {
-    w.reset(0, 1);
-    for (let p = 0; p < BATCH; p++)
-      w.add(base / PAGE + p, guest.subarray(base + p * PAGE, base + (p + 1) * PAGE));
-    parts.push(...encodeSectionPart(0, w.finish()).map((b) => Buffer.from(b)));
-  }
-  return Buffer.concat(parts);
+/** The whole guest as batches (copied out of the builder), one per 1 MiB; batch k in round round(k). */
+function guestBatches(guest: Buffer, round: (k: number) => number = () => 1): Buffer[] {
+  const b = new PageBatchBuilder(BATCH, PAGE, native);
+  const sent = new BigUint64Array(GUEST_BYTES / PAGE);
+  const out: Buffer[] = [];
+  for (let first = 0; first < GUEST_BYTES / PAGE; first += BATCH)
+    out.push(Buffer.concat(b.build(0, round(out.length), LIST, first, first + BATCH, guest, sent)));
+  return out;
 }
 
-function decodeCase(stream: Buffer, mib: number, verify: boolean): () => number {
+/** The whole guest as a stream: the RAM START section (geometry), then a PART per batch. */
+function encodedGuest(guest: Buffer): Buffer {
+  const geometry = encodeRamGeometry({ pageSize: PAGE, pageCount: GUEST_BYTES / PAGE, blocks: [] });
+  const header = { sectionId: 0, idstr: 'ram', instanceId: 0, versionId: 1 };
+  return Buffer.concat([
+    encodeStreamHeader(),
+    ...encodeSectionStart(header, geometry),
+    ...guestBatches(guest).flatMap((batch) => encodeSectionPart(0, batch)),
+  ]);
+}
+
+function decodeCase(stream: Buffer, mib: number, place: boolean): () => number {
   const passes = Math.max(1, Math.round((mib * 2 ** 20) / GUEST_BYTES));
+  const memory = GuestMemory.allocate(GUEST_BYTES, PAGE);
   return () => {
-    let pages = 0;
+    let bytes = 0;
     for (let pass = 0; pass < passes; pass++) {
       const f = new StreamFramer();
+      const ram = new RamLoader(memory, { pageChannels: 0 });
       for (let i = 0; i < stream.length; i += CHUNK) {
         for (const rec of f.feed(stream.subarray(i, i + CHUNK))) {
-          if (rec.type !== 'part') continue;
-          const r = decodeRamPayload(rec.payload, PAGE);
-          if (r.kind !== 'pages') throw new Error('expected a page batch');
-          if (verify) verifyBatch(r.batch, PAGE);
-          pages += r.batch.count;
+          if (rec.type !== 'part' && rec.type !== 'start') continue;
+          if (place || rec.type === 'start') void ram.loadState(rec.type, rec.payload);
+          if (rec.type === 'part') bytes += BATCH_BYTES;
         }
       }
       f.end();
+    }
+    return bytes;
+  };
+}
+
+/** The guest's batches on one page channel (each its own round), into guest RAM, verified. */
+function pageChannelCase(guest: Buffer, mib: number): () => number {
+  const passes = Math.max(1, Math.round((mib * 2 ** 20) / GUEST_BYTES));
+  const memory = GuestMemory.allocate(GUEST_BYTES, PAGE);
+  const channel = Buffer.concat(
+    guestBatches(guest, (k) => k + 1).flatMap((batch, k) => [batch, encodeRoundEnd(k + 1)]),
+  );
+  const verifier = new PageBatchVerifier(
+    {
+      ram: memory.bytes,
+      pageSize: PAGE,
+      checksums: new BigUint64Array(GUEST_BYTES / PAGE),
+      received: new Uint8Array(GUEST_BYTES / PAGE),
+    },
+    native,
+  );
+  return () => {
+    let pages = 0;
+    for (let pass = 0; pass < passes; pass++) {
+      const d = new PageChannelDecoder(memory.bytes, PAGE);
+      for (let i = 0; i < channel.length; i += CHUNK)
+        d.feed(channel.subarray(i, i + CHUNK), (e) => {
+          if (e.kind !== 'batch') return;
+          verifier.verify(e.descriptors, e.count);
+          pages += e.count;
+        });
     }
     return pages * PAGE;
   };
@@ -154,7 +202,7 @@ function smallRound(i: number): Buffer[] {
   return [
     encodeOpenReturnPath(),
     encodePing(i),
-    encodeRoundSync(i),
+    encodePing(i + 1),
     encodeSwitchoverStart(),
     ...encodeSectionStart(header, payload),
     ...encodeSectionEnd(3, payload),
@@ -221,7 +269,7 @@ function table(results: Result[]): string {
 function main(): void {
   const opts = options();
   const batches = Math.max(1, Math.round((opts.mib * 2 ** 20) / BATCH_BYTES));
-  const guest = randomFillSync(Buffer.allocUnsafe(GUEST_BYTES));
+  const guest = randomFillSync(Buffer.from(GuestMemory.allocate(GUEST_BYTES, PAGE).shared.ram));
   const pageStream = encodedGuest(guest);
   const smallStream = Buffer.concat([
     encodeStreamHeader(),
@@ -234,7 +282,8 @@ function main(): void {
     memcpy,
     measure('batch encode', 'GiB/s', opts.runs, encodeCase(guest, batches)),
     measure('batch decode', 'GiB/s', opts.runs, decodeCase(pageStream, opts.mib, false)),
-    measure('batch decode+verify', 'GiB/s', opts.runs, decodeCase(pageStream, opts.mib, true)),
+    measure('batch place+verify', 'GiB/s', opts.runs, decodeCase(pageStream, opts.mib, true)),
+    measure('page channel decode+verify', 'GiB/s', opts.runs, pageChannelCase(guest, opts.mib)),
     measure('small records encode', 'records/s', opts.runs, smallEncodeCase),
     measure('small records decode', 'records/s', opts.runs, smallDecodeCase(smallStream)),
     measure('rp messages encode', 'records/s', opts.runs, rpEncodeCase),
@@ -243,7 +292,7 @@ function main(): void {
   for (const r of results) if (r.unit === 'GiB/s') r.vsMemcpy = r.median / memcpy.median;
 
   console.log(
-    `bench:codec  node ${process.version}  ${cpus()[0]?.model ?? 'cpu?'}  runs=${opts.runs}  ${opts.mib} MiB/run`,
+    `bench:codec  node ${process.version}  ${cpus()[0]?.model ?? 'cpu?'}  runs=${opts.runs}  ${opts.mib} MiB/run  backend ${native ? 'native' : 'js'}`,
   );
   console.log(table(results));
   mkdirSync(opts.out, { recursive: true });
@@ -255,6 +304,7 @@ function main(): void {
     mibPerRun: opts.mib,
     runs: opts.runs,
     quick: opts.quick,
+    backend: native ? 'native' : 'js',
   };
   writeFileSync(
     file,

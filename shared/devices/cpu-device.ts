@@ -9,6 +9,7 @@ import { HB } from '../guest/layout.js';
 import type { GuestMemory } from '../guest/memory.js';
 import type { LoadHandlers, SaveHandlers, SectionSink } from '../handlers.js';
 import { decodePayload, encodePayload } from '../protocol/payload.js';
+import type { SectionPayload } from '../protocol/section-payload.js';
 
 interface CpuRegisters {
   tick: number;
@@ -45,8 +46,8 @@ export class CpuLoader implements LoadHandlers {
   registers: CpuRegisters | null = null;
   constructor(private readonly memory: GuestMemory) {}
 
-  loadState(_kind: string, payload: Buffer): void {
-    const body = decodePayload(payload, 'cpu');
+  loadState(_kind: string, payload: SectionPayload): void {
+    const body = decodePayload(payload.bytes(), 'cpu');
     const regs = { tick: Number(body.tick), prng: Number(body.prng), sweep: Number(body.sweep) };
     this.registers = regs;
     const ram = readRegisters(this.memory);

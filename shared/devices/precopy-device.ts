@@ -19,6 +19,7 @@ import { ChecksumError, ErrorCode, ProtocolError } from '../errors.js';
 import { monotonicMs } from '../guest/vcpu-control.js';
 import type { LoadContext, LoadHandlers, Pending, SaveHandlers, SectionSink } from '../handlers.js';
 import { decodePayload, encodePayload } from '../protocol/payload.js';
+import type { SectionPayload } from '../protocol/section-payload.js';
 
 export interface PrecopyConfig {
   id: string;
@@ -173,8 +174,8 @@ export class PrecopyLoader implements LoadHandlers {
     this.#ctx = ctx;
   }
 
-  async loadState(kind: string, payload: Buffer): Promise<void> {
-    const body = decodePayload(payload, this.idstr);
+  async loadState(kind: string, payload: SectionPayload): Promise<void> {
+    const body = decodePayload(payload.bytes(), this.idstr);
     switch (body.k) {
       case 'setup':
         this.initialBytes = Number(body.initialBytes);

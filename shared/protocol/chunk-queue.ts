@@ -70,6 +70,21 @@ export class ChunkQueue {
     return out;
   }
 
+  /** Removes the first n bytes (n ≤ length) as views of the chunks they lie in: no copy. */
+  takeParts(n: number): Buffer[] {
+    if (n > this.#length) throw outOfRange(n, this.#length);
+    const out: Buffer[] = [];
+    let left = n;
+    while (left > 0) {
+      const c = this.#chunks[this.#first]!;
+      const part = Math.min(c.length - this.#head, left);
+      out.push(c.subarray(this.#head, this.#head + part));
+      left -= part;
+      this.#advance(part);
+    }
+    return out;
+  }
+
   #advance(n: number): void {
     this.#length -= n;
     this.#head += n;

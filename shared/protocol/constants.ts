@@ -25,8 +25,11 @@ export type ChannelKind = (typeof ChannelKind)[keyof typeof ChannelKind];
 
 /** Stream file magic, "SWST" (ours, not QEMU's "QEVM": our RAM and device payloads are not QEMU's). */
 export const STREAM_MAGIC = 0x53575354;
-/** Stream version. QEMU is at 3; we start at 1. */
-export const STREAM_VERSION = 1;
+/**
+ * Stream version. QEMU is at 3. 2: page-channel ports moved from a COMMAND into the RAM section
+ * (RamRecord.PAGE_CHANNELS), the ROUND_SYNC command is gone, page channels end rounds with ROUND_END.
+ */
+export const STREAM_VERSION = 2;
 
 /** Section type bytes: QEMU's values (savevm.h). */
 export const SectionType = {
@@ -51,10 +54,6 @@ export const Command = {
   PING: 2,
   /** Source stopped the guest; END and FULL sections follow. */
   SWITCHOVER_START: 11,
-  /** Ours: msgpack {host, ports[]} of the source's page-channel listeners. */
-  PAGE_CHANNELS: 32,
-  /** Ours: be32 round; every page channel has flushed this round (multifd sync analog). */
-  ROUND_SYNC: 33,
 } as const;
 export type Command = (typeof Command)[keyof typeof Command];
 
@@ -82,7 +81,7 @@ export type RpType = (typeof RpType)[keyof typeof RpType];
 
 /** Section payloads larger than this are refused before any allocation (hostile length fields). */
 export const MAX_SECTION_PAYLOAD = 64 * 1024 * 1024;
-/** COMMAND payload cap (QEMU's commands are small; PAGE_CHANNELS is the largest). */
+/** COMMAND payload cap (QEMU's commands are small). */
 export const MAX_COMMAND_PAYLOAD = 4096;
 /** Configuration and VMDESCRIPTION body cap. */
 export const MAX_CONFIG_PAYLOAD = 1024 * 1024;
@@ -100,6 +99,10 @@ export const RamRecord = {
   EOS: 3,
   /** Page channels: the number of the last round, sent once in the completion stage before EOS. */
   FINAL_ROUND: 4,
+  /** Page channels only: every batch of this round on this channel has been sent (page-batch.ts). */
+  ROUND_END: 5,
+  /** RAM setup (a PART right after START): the source's page-channel listeners (ram-records.ts). */
+  PAGE_CHANNELS: 6,
 } as const;
 export type RamRecord = (typeof RamRecord)[keyof typeof RamRecord];
 

@@ -1,30 +1,22 @@
 /**
- * RAM section payloads (inside START/PART/END sections of idstr "ram"). Binary, never msgpack,
- * except the one-off geometry. The first byte is the RamRecord kind.
+ * RAM section payloads (inside START/PART/END sections of idstr "ram"), one record per payload. The
+ * first byte is the RamRecord kind. Page batches have their own file (page-batch.ts): the same bytes
+ * travel on page channels.
  *
  * ```
- *  GEOMETRY  | 0x01 | be32 len | msgpack {pageSize, pageCount, blocks: [{name, pages}]} |
- *  EOS       | 0x03 |
- *  FINAL_ROUND | 0x04 | be32 round |   (page channels; once, in the completion stage, before EOS)
- *  PAGES     header (16):
- *            | 0x02 | u8 flags=0 | be16 block id | be32 round | be32 count | be32 data_len |
- *            count × descriptor (16):
- *            | be32 page index | u8 flags (ZERO=0x01) | 3 × 0x00 | be64 checksum |
- *            data (data_len = non-zero pages × pageSize):
- *            | page bytes of each non-zero page, in descriptor order |
+ *  GEOMETRY      | 0x01 | be32 len | msgpack {pageSize, pageCount, blocks: [{name, pages}]} |   START
+ *  PAGES         | 0x02 | ... page-batch.ts ...                                                  PART/END
+ *  EOS           | 0x03 |                                                                        END
+ *  FINAL_ROUND   | 0x04 | be32 round |           (page channels; once, in the completion stage, before EOS)
+ *  PAGE_CHANNELS | 0x06 | be32 len | msgpack {host, ports: [port, ...]} |   (page channels; a PART right after START)
  * ```
- * A ZERO page has no data and checksum 0. Other checksums are pageChecksum(page, index)
- * (shared/ram/checksum.ts); decodeRamPayload checks layout only, verifyBatch checks the hashes.
  */
-import { ChecksumError, ErrorCode, ProtocolError } from '../errors.js';
-import { pageChecksum, ZERO_CHECKSUM } from '../ram/checksum.js';
+import { ErrorCode, ProtocolError } from '../errors.js';
 import { ByteReader } from './byte-reader.js';
 import { ByteWriter } from './byte-writer.js';
-import { MAX_BATCH_PAGES, PAGE_BATCH_HEADER, PAGE_DESCRIPTOR, PageFlag, RamRecord } from './constants.js';
+import { RamRecord } from './constants.js';
 import { isPlainObject, malformed, packBody, unpackMap } from './msgpack.js';
-import { checkPageSize } from './page-batch-writer.js';
-
-export { PageBatchWriter } from './page-batch-writer.js';
+import type { SectionPayload } from './section-payload.js';
 
 export interface RamGeometry {
   pageSize: number;
@@ -32,21 +24,20 @@ export interface RamGeometry {
   blocks: { name: string; pages: number }[];
 }
 
-export interface PageBatch {
-  blockId: number;
-  round: number;
-  count: number;
-  indexes: Uint32Array;
-  flags: Uint8Array;
-  checksums: BigUint64Array;
-  /** byte offset into data of each page, -1 for zero pages */
-  dataOffsets: Int32Array;
-  data: Buffer;
+/** Where the source's page-channel listeners are: one port per channel, channel i on ports[i]. */
+export interface PageChannelPorts {
+  host: string;
+  ports: number[];
 }
 
-export type RamPayload =
+/** Most page channels a PAGE_CHANNELS record may announce (QEMU's multifd-channels range). */
+export const MAX_PAGE_CHANNELS = 255;
+
+export type RamRecordDecoded =
   | { kind: 'geometry'; geometry: RamGeometry }
-  | { kind: 'pages'; batch: PageBatch }
+  | { kind: 'page-channels'; channels: PageChannelPorts }
+  /** A page batch: decoded by the loader from the payload (page-batch.ts), not copied here. */
+  | { kind: 'pages' }
   | { kind: 'eos' }
   | { kind: 'final-round'; round: number };
 
@@ -60,51 +51,45 @@ export function encodeRamEos(): Buffer {
 }
 
 /**
- * Page channels: the switchover's round is the last. The source sends this as soon as every page
- * worker has handed that round to its socket, without waiting for ROUND_DONE (no later round exists
- * to overtake it); the destination must see the round end on every channel before it loads anything
- * after the RAM section (device state is checked against RAM).
+ * Page channels: the switchover's round is the last. The source sends this as soon as it has handed
+ * that round to its page workers, without waiting for ROUND_DONE (no later round exists to overtake
+ * it); the destination must see the round end on every channel before it loads anything after the
+ * RAM section (device state is checked against RAM).
  */
 export function encodeRamFinalRound(round: number): Buffer {
-  return new ByteWriter(5).u8(RamRecord.FINAL_ROUND).u32(round).finish();
+  return new ByteWriter(5).u8(RamRecord.FINAL_ROUND).u32(round, 'round').finish();
 }
 
-export function decodeRamPayload(payload: Buffer, pageSize: number): RamPayload {
-  if (payload.length === 0) {
+export function encodePageChannels(c: PageChannelPorts): Buffer {
+  const body = packBody({ host: c.host, ports: c.ports });
+  return new ByteWriter(5 + body.length).u8(RamRecord.PAGE_CHANNELS).u32(body.length).bytes(body).finish();
+}
+
+/** Decodes one RAM record (layout checks only; a batch is left to page-batch.ts). */
+export function decodeRamRecord(payload: SectionPayload): RamRecordDecoded {
+  if (payload.length === 0)
     throw new ProtocolError(ErrorCode.TRUNCATED, 'RAM payload is empty', { section: 'ram', offset: 0 });
-  }
-  const kind = payload[0]!;
-  switch (kind) {
-    case RamRecord.GEOMETRY:
-      return { kind: 'geometry', geometry: decodeGeometry(payload) };
+  const head = Buffer.alloc(1);
+  payload.copyTo(head, 0);
+  switch (head[0]!) {
     case RamRecord.PAGES:
-      return { kind: 'pages', batch: decodePageBatch(payload, pageSize) };
+      return { kind: 'pages' };
+    case RamRecord.GEOMETRY:
+      return { kind: 'geometry', geometry: decodeGeometry(payload.bytes()) };
+    case RamRecord.PAGE_CHANNELS:
+      return { kind: 'page-channels', channels: decodePageChannels(payload.bytes()) };
     case RamRecord.EOS:
       if (payload.length !== 1) throw malformed('ram', `EOS record has ${payload.length - 1} trailing bytes`);
       return { kind: 'eos' };
-    case RamRecord.FINAL_ROUND:
+    case RamRecord.FINAL_ROUND: {
       if (payload.length !== 5)
         throw malformed('ram', `FINAL_ROUND record is ${payload.length} bytes, expected 5`);
-      return { kind: 'final-round', round: payload.readUInt32BE(1) };
-    default:
-      throw malformed('ram', `unknown RAM record kind 0x${kind.toString(16)}`, 'kind');
-  }
-}
-
-/** Throws ChecksumError naming the first page whose bytes do not hash to its descriptor's checksum. */
-export function verifyBatch(batch: PageBatch, pageSize: number): void {
-  for (let i = 0; i < batch.count; i++) {
-    const off = batch.dataOffsets[i]!;
-    if (off < 0) continue;
-    const index = batch.indexes[i]!;
-    const actual = pageChecksum(batch.data.subarray(off, off + pageSize), index);
-    if (actual !== batch.checksums[i]) {
-      throw new ChecksumError(
-        ErrorCode.CHECKSUM,
-        `page ${index} (block ${batch.blockId}, round ${batch.round}): checksum ${hex64(actual)}, sent ${hex64(batch.checksums[i]!)}`,
-        { section: 'ram', page: index },
-      );
+      const round = payload.bytes().readUInt32BE(1);
+      if (round === 0) throw malformed('ram', 'FINAL_ROUND names round 0', 'round');
+      return { kind: 'final-round', round };
     }
+    default:
+      throw malformed('ram', `unknown RAM record kind 0x${head[0]!.toString(16)}`, 'kind');
   }
 }
 
@@ -124,107 +109,23 @@ function decodeGeometry(payload: Buffer): RamGeometry {
   return { pageSize, pageCount, blocks: blocks.map((b) => ({ name: b.name, pages: b.pages })) };
 }
 
-function decodePageBatch(payload: Buffer, pageSize: number): PageBatch {
-  checkPageSize(pageSize);
-  if (payload.length < PAGE_BATCH_HEADER) {
-    throw new ProtocolError(
-      ErrorCode.TRUNCATED,
-      `page batch header is ${payload.length} of ${PAGE_BATCH_HEADER} bytes`,
-      {
-        section: 'ram',
-        offset: payload.length,
-      },
-    );
-  }
-  if (payload[1] !== 0)
-    throw malformed('ram', `page batch flags 0x${payload[1]!.toString(16)} are not 0`, 'flags');
-  const blockId = payload.readUInt16BE(2);
-  const round = payload.readUInt32BE(4);
-  const count = payload.readUInt32BE(8);
-  const dataLen = payload.readUInt32BE(12);
-  if (count > MAX_BATCH_PAGES) {
-    throw new ProtocolError(ErrorCode.OVERSIZE, `page batch of ${count} pages exceeds ${MAX_BATCH_PAGES}`, {
-      section: 'ram',
-      offset: 8,
-    });
-  }
-  const dataAt = PAGE_BATCH_HEADER + count * PAGE_DESCRIPTOR;
-  checkBatchLength(payload.length, dataAt + dataLen);
-  const batch: PageBatch = {
-    blockId,
-    round,
-    count,
-    indexes: new Uint32Array(count),
-    flags: new Uint8Array(count),
-    checksums: new BigUint64Array(count),
-    dataOffsets: new Int32Array(count),
-    data: payload.subarray(dataAt, dataAt + dataLen),
-  };
-  const nonZero = readDescriptors(payload, batch, pageSize);
-  if (nonZero * pageSize !== dataLen) {
-    throw malformed('ram', `data_len ${dataLen} is not ${nonZero} non-zero pages × ${pageSize}`, 'data_len');
-  }
-  return batch;
-}
-
-/** Fills the batch's descriptor arrays; returns the number of non-zero pages. */
-function readDescriptors(payload: Buffer, batch: PageBatch, pageSize: number): number {
-  let nonZero = 0;
-  for (let i = 0; i < batch.count; i++) {
-    const at = PAGE_BATCH_HEADER + i * PAGE_DESCRIPTOR;
-    const index = payload.readUInt32BE(at);
-    const flags = payload[at + 4]!;
-    const checksum = payload.readBigUInt64BE(at + 8);
-    if (
-      (flags & ~PageFlag.ZERO) !== 0 ||
-      payload[at + 5] !== 0 ||
-      payload[at + 6] !== 0 ||
-      payload[at + 7] !== 0
-    ) {
-      throw new ProtocolError(ErrorCode.MALFORMED, `page ${index}: bad descriptor flags or reserved bytes`, {
-        section: 'ram',
-        page: index,
-        offset: at + 4,
-      });
-    }
-    batch.indexes[i] = index;
-    batch.flags[i] = flags;
-    batch.checksums[i] = checksum;
-    if (flags & PageFlag.ZERO) {
-      if (checksum !== ZERO_CHECKSUM) {
-        throw new ChecksumError(
-          ErrorCode.CHECKSUM,
-          `zero page ${index} carries checksum ${hex64(checksum)}`,
-          {
-            section: 'ram',
-            page: index,
-            offset: at + 8,
-          },
-        );
-      }
-      batch.dataOffsets[i] = -1;
-    } else {
-      batch.dataOffsets[i] = nonZero * pageSize;
-      nonZero++;
-    }
-  }
-  return nonZero;
-}
-
-function checkBatchLength(actual: number, expected: number): void {
-  if (actual < expected) {
-    throw new ProtocolError(
-      ErrorCode.TRUNCATED,
-      `page batch is ${actual} bytes, header declares ${expected}`,
-      {
-        section: 'ram',
-        offset: actual,
-      },
-    );
-  }
-  if (actual > expected) {
-    throw malformed('ram', `page batch is ${actual} bytes, header declares ${expected}`, 'data_len');
-  }
+function decodePageChannels(payload: Buffer): PageChannelPorts {
+  const what = 'PAGE_CHANNELS';
+  const r = new ByteReader(payload, what);
+  r.u8();
+  const body = unpackMap(r.bytes(r.u32()), what);
+  r.expectEnd();
+  if (typeof body.host !== 'string' || body.host.length === 0 || body.host.length > 255)
+    throw malformed(what, 'host must be a string of 1..255 characters', 'host');
+  const ports = body.ports;
+  if (
+    !Array.isArray(ports) ||
+    ports.length === 0 ||
+    ports.length > MAX_PAGE_CHANNELS ||
+    !ports.every((p) => Number.isInteger(p) && p >= 1 && p <= 0xffff)
+  )
+    throw malformed(what, `ports must be 1..${MAX_PAGE_CHANNELS} TCP ports (1..65535)`, 'ports');
+  return { host: body.host, ports: [...(ports as number[])] };
 }
 
 function isCount(v: unknown): v is number {
@@ -233,8 +134,4 @@ function isCount(v: unknown): v is number {
 
 function isBlock(b: unknown): b is { name: string; pages: number } {
   return isPlainObject(b) && typeof b.name === 'string' && isCount(b.pages);
-}
-
-function hex64(v: bigint): string {
-  return `0x${v.toString(16).padStart(16, '0')}`;
 }

@@ -26,7 +26,7 @@ import {
   STREAM_MAGIC,
   STREAM_VERSION,
 } from './constants.js';
-import { malformed, packBody, unpackMap } from './msgpack.js';
+import { malformed, packBody } from './msgpack.js';
 import { type ConfigurationBody, checkCommand, encodeIdstr, type SectionHeader } from './stream-records.js';
 
 export { decodeStream, StreamFramer } from './stream-framer.js';
@@ -79,34 +79,8 @@ export function encodeSwitchoverStart(): Buffer {
   return encodeCommand(Command.SWITCHOVER_START);
 }
 
-export function encodeRoundSync(round: number): Buffer {
-  return encodeCommand(Command.ROUND_SYNC, be32(round, 'round'));
-}
-
-export function encodePageChannels(info: { host: string; ports: number[] }): Buffer {
-  return encodeCommand(Command.PAGE_CHANNELS, packBody({ host: info.host, ports: info.ports }));
-}
-
 export function readPing(payload: Buffer): number {
   return readBe32(payload, 'PING');
-}
-
-export function readRoundSync(payload: Buffer): number {
-  return readBe32(payload, 'ROUND_SYNC');
-}
-
-/** Decodes and validates a PAGE_CHANNELS payload; returns a fresh object with only host and ports. */
-export function readPageChannels(payload: Buffer): { host: string; ports: number[] } {
-  const what = 'PAGE_CHANNELS';
-  const body = unpackMap(payload, what);
-  if (typeof body.host !== 'string' || body.host.length === 0) {
-    throw malformed(what, 'host must be a non-empty string', 'host');
-  }
-  const ports = body.ports;
-  if (!Array.isArray(ports) || !ports.every((p) => Number.isInteger(p) && p >= 1 && p <= 0xffff)) {
-    throw malformed(what, 'ports must be an array of TCP ports 1..65535', 'ports');
-  }
-  return { host: body.host, ports: [...(ports as number[])] };
 }
 
 export function encodeEof(): Buffer {

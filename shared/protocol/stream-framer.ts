@@ -21,6 +21,7 @@ import {
   STREAM_MAGIC,
   STREAM_VERSION,
 } from './constants.js';
+import { SectionPayload } from './section-payload.js';
 import {
   at,
   checkCommand,
@@ -32,8 +33,11 @@ import {
 
 /** Where the stream is: which records may come next. */
 type Phase = 'header' | 'body' | 'after-eof' | 'done';
-/** Either the whole record's size, or how many buffered bytes are needed to learn more. */
-type Measure = { size: number } | { need: number };
+/**
+ * Either the whole record's size, or how many buffered bytes are needed to learn more. Sections also
+ * say where their payload starts and how long it is: the payload is taken as views, not copied.
+ */
+type Measure = { size: number } | { size: number; payloadAt: number; payloadLen: number } | { need: number };
 
 export class StreamFramer {
   readonly #queue = new ChunkQueue();
@@ -71,10 +75,11 @@ export class StreamFramer {
           break;
         }
         const start = this.#consumed;
-        const bytes = this.#queue.take(m.size);
+        const rec =
+          'payloadAt' in m ? this.#takeSection(m, start) : this.#decode(this.#queue.take(m.size), start);
         this.#consumed += m.size;
         this.#need = 1;
-        out.push(this.#decode(bytes, start));
+        out.push(rec);
       }
       return out;
     } catch (err) {
@@ -167,7 +172,25 @@ export class StreamFramer {
       );
     }
     const size = lenAt + 4 + len + 5;
-    return q.length >= size ? { size } : { need: size };
+    return q.length >= size ? { size, payloadAt: lenAt + 4, payloadLen: len } : { need: size };
+  }
+
+  /** A whole section is buffered: its header and footer are read, its payload taken as chunk views. */
+  #takeSection(m: { payloadAt: number; payloadLen: number }, start: number): StreamRecord {
+    const head = this.#queue.take(m.payloadAt);
+    const payload = new SectionPayload(this.#queue.takeParts(m.payloadLen));
+    const footer = this.#queue.take(5);
+    const r = new ByteReader(head, 'stream', start);
+    const type = r.u8();
+    const sectionId = r.u32();
+    checkFooter(footer, sectionId, start + m.payloadAt + m.payloadLen);
+    if (type === SectionType.PART || type === SectionType.END)
+      return { type: type === SectionType.PART ? 'part' : 'end', sectionId, payload };
+    const idstr = decodeUtf8(r.bytes(r.u8()), `section ${sectionId} idstr`);
+    const instanceId = r.u32();
+    const versionId = r.u32();
+    const kind = type === SectionType.START ? 'start' : 'full';
+    return { type: kind, sectionId, idstr, instanceId, versionId, payload };
   }
 
   #decode(buf: Buffer, start: number): StreamRecord {
@@ -189,7 +212,7 @@ export class StreamFramer {
       case SectionType.COMMAND:
         return decodeCommand(r);
       default:
-        return decodeSection(r, type, start);
+        throw unknownType(type, start); // sections go through #takeSection
     }
   }
 }
@@ -260,26 +283,10 @@ function decodeCommand(r: ByteReader): StreamRecord {
   return { type: 'command', command, payload: r.bytes(r.u16()) };
 }
 
-function decodeSection(r: ByteReader, type: number, start: number): StreamRecord {
-  const sectionId = r.u32();
-  if (type === SectionType.START || type === SectionType.FULL) {
-    const idstr = decodeUtf8(r.bytes(r.u8()), `section ${sectionId} idstr`);
-    const instanceId = r.u32();
-    const versionId = r.u32();
-    const payload = r.bytes(r.u32());
-    checkFooter(r, sectionId, start);
-    const kind = type === SectionType.START ? 'start' : 'full';
-    return { type: kind, sectionId, idstr, instanceId, versionId, payload };
-  }
-  const payload = r.bytes(r.u32());
-  checkFooter(r, sectionId, start);
-  return { type: type === SectionType.PART ? 'part' : 'end', sectionId, payload };
-}
-
-function checkFooter(r: ByteReader, sectionId: number, start: number): void {
-  const offset = start + r.offset;
-  const marker = r.u8();
-  const id = r.u32();
+/** `footer` is the section's last 5 bytes, at stream offset `offset`. */
+function checkFooter(footer: Buffer, sectionId: number, offset: number): void {
+  const marker = footer[0]!;
+  const id = footer.readUInt32BE(1);
   if (marker !== SectionType.FOOTER) {
     throw new ProtocolError(
       ErrorCode.FOOTER_MISMATCH,

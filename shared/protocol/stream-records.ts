@@ -6,6 +6,7 @@
 import { ErrorCode, ProtocolError } from '../errors.js';
 import { Command, MAX_COMMAND_PAYLOAD, MAX_IDSTR } from './constants.js';
 import { isPlainObject, malformed, unpackMap } from './msgpack.js';
+import type { SectionPayload } from './section-payload.js';
 
 export interface ConfigurationBody {
   machine: string;
@@ -31,9 +32,9 @@ export type StreamRecord =
       idstr: string;
       instanceId: number;
       versionId: number;
-      payload: Buffer;
+      payload: SectionPayload;
     }
-  | { type: 'part' | 'end'; sectionId: number; payload: Buffer }
+  | { type: 'part' | 'end'; sectionId: number; payload: SectionPayload }
   | { type: 'command'; command: Command; payload: Buffer }
   | { type: 'eof' }
   | { type: 'vmdesc'; json: unknown };
@@ -50,8 +51,6 @@ export const COMMAND_TABLE: Readonly<Record<number, CommandSpec>> = {
   [Command.OPEN_RETURN_PATH]: { name: 'OPEN_RETURN_PATH', length: 0 },
   [Command.PING]: { name: 'PING', length: 4 },
   [Command.SWITCHOVER_START]: { name: 'SWITCHOVER_START', length: 0 },
-  [Command.PAGE_CHANNELS]: { name: 'PAGE_CHANNELS', length: 'variable', max: MAX_COMMAND_PAYLOAD },
-  [Command.ROUND_SYNC]: { name: 'ROUND_SYNC', length: 4 },
 };
 
 /** Throws UNKNOWN_COMMAND, BAD_LENGTH or OVERSIZE unless (cmd, len) fits the table. */

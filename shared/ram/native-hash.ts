@@ -59,6 +59,8 @@ export interface NativeHash {
   takeAll(bits: Uint32Array, out: Int32Array): number;
   /** madvise(MADV_HUGEPAGE) over the whole pages of `ram` (before first touch): bytes advised, or -errno. */
   adviseHugePages(ram: Uint8Array): number;
+  /** memcpy of `src` into `dst` at `dstOffset` (V8 copies into shared memory byte by byte when misaligned). */
+  copyInto(dst: Uint8Array, dstOffset: number, src: Uint8Array): void;
 }
 
 const SOURCE = fileURLToPath(new URL('../../native/page-hash.c', import.meta.url));

@@ -67,7 +67,7 @@ export function hello(kind: number, index: number, id: Buffer, tag: Buffer = Buf
   return b().u32(0x53574f56).u16(1).u8(kind).u8(index).raw(id).raw(tag).build();
 }
 
-export function streamHeader(magic = 0x53575354, version = 1): Buffer {
+export function streamHeader(magic = 0x53575354, version = 2): Buffer {
   return b().u32(magic).u32(version).build();
 }
 
@@ -175,4 +175,21 @@ export function pageBatch(
       .u64(p.checksum);
   }
   return out.raw(data).build();
+}
+
+/** A page channel's ROUND_END frame: kind 0x05, then zeros but the be32 round at byte 4. */
+export function roundEnd(round: number, opts: { reserved?: number; count?: number } = {}): Buffer {
+  return b()
+    .u8(0x05)
+    .u8(opts.reserved ?? 0)
+    .u16(0)
+    .u32(round)
+    .u32(opts.count ?? 0)
+    .u32(0)
+    .build();
+}
+
+/** RAM record PAGE_CHANNELS (0x06): be32 length, msgpack {host, ports}. */
+export function ramPageChannels(body: Buffer): Buffer {
+  return b().u8(0x06).u32(body.length).raw(body).build();
 }

@@ -3,6 +3,7 @@
  * records a decoder must return for it. Shared by the codec, split-chunk and fuzz tests.
  */
 import { xxh64 } from '@node-rs/xxhash';
+import { SectionPayload } from '../../shared/protocol/section-payload.js';
 import * as B from './byte-builder.js';
 
 export const PAGE = 64;
@@ -49,13 +50,12 @@ export function sampleStream(): Sample {
   const devState = B.msgpack({ counter: 7, regs: [1, 2, 3] });
   const batch = B.pageBatch(0, 1, sampleBatchPages());
   const eos = Buffer.from([0x03]);
-  const pc = B.msgpack(pageChannels);
+  const pcRecord = B.ramPageChannels(B.msgpack(pageChannels));
   const rows: [Buffer, unknown][] = [
-    [B.streamHeader(), { type: 'header', version: 1 }],
+    [B.streamHeader(), { type: 'header', version: 2 }],
     [B.configuration(B.msgpack(configBody)), { type: 'configuration', body: configBody }],
     [B.command(1), { type: 'command', command: 1, payload: '' }],
     [B.command(2, B.be32(1)), { type: 'command', command: 2, payload: '00000001' }],
-    [B.command(32, pc), { type: 'command', command: 32, payload: hex(pc) }],
     [
       B.sectionWithHeader(0x01, 0, 'ram', 0, 4, geometryBytes),
       { type: 'start', sectionId: 0, idstr: 'ram', instanceId: 0, versionId: 4, payload: hex(geometryBytes) },
@@ -71,8 +71,8 @@ export function sampleStream(): Sample {
         payload: hex(devState),
       },
     ],
+    [B.sectionShort(0x02, 0, pcRecord), { type: 'part', sectionId: 0, payload: hex(pcRecord) }],
     [B.sectionShort(0x02, 0, batch), { type: 'part', sectionId: 0, payload: hex(batch) }],
-    [B.command(33, B.be32(1)), { type: 'command', command: 33, payload: '00000001' }],
     [B.sectionShort(0x02, 0, eos), { type: 'part', sectionId: 0, payload: '03' }],
     [B.command(11), { type: 'command', command: 11, payload: '' }],
     [B.sectionShort(0x03, 0, eos), { type: 'end', sectionId: 0, payload: '03' }],
@@ -88,9 +88,10 @@ export function sampleStream(): Sample {
   return { parts, bytes: Buffer.concat(parts), expected: rows.map((r) => r[1]) };
 }
 
-/** Deep copy with every Buffer replaced by its hex string, so records compare by content. */
+/** Deep copy with every Buffer (or section payload) replaced by its hex string, so records compare by content. */
 export function normalize(value: unknown): unknown {
   if (Buffer.isBuffer(value)) return value.toString('hex');
+  if (value instanceof SectionPayload) return value.bytes().toString('hex');
   if (Array.isArray(value)) return value.map(normalize);
   if (value !== null && typeof value === 'object') {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalize(v)]));

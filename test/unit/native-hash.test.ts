@@ -7,10 +7,10 @@ import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { PAGE_BATCH_HEADER, PAGE_DESCRIPTOR, PageFlag } from '../../shared/protocol/constants.js';
-import { InPlacePageBatch } from '../../shared/protocol/page-batch-in-place.js';
 import { pageChecksum } from '../../shared/ram/checksum.js';
 import { loadNativeHash, type NativeHash, prepareNativeHash } from '../../shared/ram/native-hash.js';
-import { PageState } from '../../shared/ram/page-channel.js';
+import { PageBatchBuilder } from '../../shared/ram/page-batch-builder.js';
+import { PageState } from '../../shared/ram/page-batch-verifier.js';
 
 const haveCompiler = (process.env.CC ? [process.env.CC] : ['cc', 'gcc']).some((c) => {
   try {
@@ -48,15 +48,15 @@ t.test('describePages builds the same batch as the page-by-page path, byte for b
     const ram = guestRam(pages, pageSize);
     // runs of consecutive pages, zero pages inside runs, and jumps back
     const list = Int32Array.from([0, 1, 2, 3, 4, 5, 6, 40, 41, 17, 18, 63, 10, 9, 8, 20, 21, 22]);
-    const withAddon = new InPlacePageBatch(64, pageSize, native);
-    const pageByPage = new InPlacePageBatch(64, pageSize, null);
+    const withAddon = new PageBatchBuilder(64, pageSize, native);
+    const pageByPage = new PageBatchBuilder(64, pageSize, null);
     const sentA = new BigUint64Array(pages);
     const sentB = new BigUint64Array(pages);
     const a = withAddon.build(0, 7, list, 1, list.length, ram, sentA);
     const b = pageByPage.build(0, 7, list, 1, list.length, ram, sentB);
     t.same(
-      a.map((c) => c.length),
-      b.map((c) => c.length),
+      a.map((c: Buffer) => c.length),
+      b.map((c: Buffer) => c.length),
       `the same header and runs (page size ${pageSize})`,
     );
     t.ok(Buffer.concat(a).equals(Buffer.concat(b)), 'the same bytes');
@@ -81,7 +81,7 @@ t.test(
     const pages = 64;
     const src = guestRam(pages, ps);
     const list = Int32Array.from([2, 3, 4, 5, 30, 31]);
-    const batch = new InPlacePageBatch(64, ps, native);
+    const batch = new PageBatchBuilder(64, ps, native);
     const sent = new BigUint64Array(pages);
     const [head] = batch.build(0, 1, list, 0, list.length, src, sent);
     const desc = Buffer.from(head!.subarray(PAGE_BATCH_HEADER));
@@ -153,3 +153,24 @@ t.test(
     t.equal(GuestMemory.allocate(4 << 20).hugePagesAdvised, 0, 'off when asked');
   },
 );
+
+t.test('copyInto copies like TypedArray set, at any alignment, and refuses what does not fit', async (t) => {
+  const native = addon(t);
+  if (!native) return;
+  const dst = new Uint8Array(new SharedArrayBuffer(4096));
+  const src = Buffer.alloc(1000);
+  randomFillSync(src);
+  for (const [at, skew] of [
+    [0, 0],
+    [3, 5],
+    [4095 - 999, 1],
+  ]) {
+    native.copyInto(dst, at, src.subarray(skew));
+    t.ok(
+      Buffer.from(dst.buffer, at, 1000 - skew).equals(src.subarray(skew)),
+      `at ${at}, source offset ${skew}`,
+    );
+  }
+  t.throws(() => native.copyInto(dst, 4000, src), RangeError);
+  t.throws(() => native.copyInto(dst, -1, src), RangeError);
+});

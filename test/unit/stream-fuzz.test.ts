@@ -5,25 +5,25 @@
  * finish, and must never buffer more than it was given.
  */
 import t from 'tap';
+import { RamLoader } from '../../destination/ram/ram-load.js';
 import { ErrorCode, MigrationError } from '../../shared/errors.js';
+import { GuestMemory } from '../../shared/guest/memory.js';
 import { Command } from '../../shared/protocol/constants.js';
-import {
-  decodeRamPayload,
-  encodeRamEos,
-  encodeRamGeometry,
-  PageBatchWriter,
-  verifyBatch,
-} from '../../shared/protocol/ram-records.js';
+import { encodeRoundEnd, PageChannelDecoder } from '../../shared/protocol/page-batch.js';
+import { encodeRamEos, encodeRamGeometry } from '../../shared/protocol/ram-records.js';
 import { encodeRp, RpFramer } from '../../shared/protocol/return-path-codec.js';
+import { SectionPayload } from '../../shared/protocol/section-payload.js';
 import {
   encodeSectionPart,
+  encodeSectionStart,
   encodeStreamHeader,
-  readPageChannels,
   readPing,
-  readRoundSync,
   StreamFramer,
   type StreamRecord,
 } from '../../shared/protocol/stream-codec.js';
+import { loadNativeHash, prepareNativeHash } from '../../shared/ram/native-hash.js';
+import { PageBatchBuilder } from '../../shared/ram/page-batch-builder.js';
+import { PageBatchVerifier } from '../../shared/ram/page-batch-verifier.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { geometry, PAGE, pageOf, sampleStream } from '../helpers/sample-stream.js';
 
@@ -98,24 +98,53 @@ function judge(err: unknown): string | undefined {
   return err.code;
 }
 
-/** Exercises the payload readers the engine applies to decoded records. */
-function consume(rec: StreamRecord): void {
-  if (rec.type === 'command') {
-    if (rec.command === Command.PING) readPing(rec.payload);
-    if (rec.command === Command.ROUND_SYNC) readRoundSync(rec.payload);
-    if (rec.command === Command.PAGE_CHANNELS) readPageChannels(rec.payload);
-  }
-  if (rec.type === 'part' || rec.type === 'end' || (rec.type === 'start' && rec.idstr === 'ram')) {
-    const r = decodeRamPayload(rec.payload, PAGE);
-    if (r.kind === 'pages') verifyBatch(r.batch, PAGE);
-  }
+/** A guest of `pages` PAGE-sized pages: pages i % 3 == 0 zero, the others pageOf(i). */
+function guestOf(pages: number): GuestMemory {
+  const m = GuestMemory.allocate(pages * PAGE, PAGE);
+  for (let i = 0; i < pages; i++) if (i % 3 !== 0) m.bytes.set(pageOf(i), i * PAGE);
+  return m;
 }
 
+/**
+ * Applies decoded records as the destination does: commands read, every section of 'ram' through a
+ * real RAM loader (geometry, batches placed and verified in a small guest), other payloads joined.
+ */
+function consumer(): (rec: StreamRecord) => void {
+  let ram: RamLoader | null = null;
+  let ramSection = -1;
+  return (rec) => {
+    if (rec.type === 'command' && rec.command === Command.PING) readPing(rec.payload);
+    if (rec.type === 'start' && rec.idstr === 'ram') {
+      ramSection = rec.sectionId;
+      ram = new RamLoader(GuestMemory.allocate(64 * PAGE, PAGE), { pageChannels: 0 });
+    }
+    if (rec.type === 'start' || rec.type === 'full' || rec.type === 'part' || rec.type === 'end') {
+      if (rec.sectionId === ramSection && ram) void ram.loadState(rec.type, rec.payload);
+      else rec.payload.bytes();
+    }
+  };
+}
+
+/** A RAM section with one 32-page batch (a third of them zero) built by the page-batch builder. */
 function bigBatchStream(): Buffer {
-  const w = new PageBatchWriter(32, PAGE);
-  w.reset(1, 2);
-  for (let i = 0; i < 32; i++) w.add(i, i % 3 === 0 ? new Uint8Array(PAGE) : pageOf(i));
-  return Buffer.concat([encodeStreamHeader(), ...encodeSectionPart(0, w.finish())]);
+  const g = guestOf(64);
+  const ram = Buffer.from(g.shared.ram, 0, 64 * PAGE);
+  const batch = new PageBatchBuilder(32, PAGE, null).build(
+    0,
+    2,
+    Int32Array.from({ length: 32 }, (_, i) => i),
+    0,
+    32,
+    ram,
+    new BigUint64Array(64),
+  );
+  const geo = encodeRamGeometry({ pageSize: PAGE, pageCount: 64, blocks: [{ name: 'pc.ram', pages: 64 }] });
+  const header = { sectionId: 0, idstr: 'ram', instanceId: 0, versionId: 1 };
+  return Buffer.concat([
+    encodeStreamHeader(),
+    ...encodeSectionStart(header, geo),
+    ...encodeSectionPart(0, batch),
+  ]);
 }
 
 interface Outcome {
@@ -160,7 +189,7 @@ function report(
 
 t.test('the stream framer survives 20,000 mutated streams fed in random chunks', async (t) => {
   const seeds = [sampleStream().bytes, bigBatchStream()];
-  const o = run(20_000, seeds, (rand, input) => feedAll(rand, input, new StreamFramer(), consume));
+  const o = run(20_000, seeds, (rand, input) => feedAll(rand, input, new StreamFramer(), consumer()));
   report(t, 'stream', o);
   t.ok(o.outcomes.size >= 8, 'mutations reach many different checks');
 });
@@ -183,15 +212,78 @@ t.test('the return-path framer survives 10,000 mutated frame sequences', async (
   );
 });
 
-t.test('decodeRamPayload survives 10,000 mutated RAM payloads', async (t) => {
-  const w = new PageBatchWriter(8, PAGE);
-  w.reset(3, 1);
-  for (let i = 0; i < 8; i++) w.add(100 + i, i % 2 ? new Uint8Array(PAGE) : pageOf(i));
-  const seeds = [Buffer.concat(w.finish()), encodeRamGeometry(geometry), encodeRamEos()];
+t.test('the page-channel decoder and verifier survive 10,000 mutated channel streams', async (t) => {
+  const g = guestOf(64);
+  const ram = Buffer.from(g.shared.ram, 0, 64 * PAGE);
+  const list = Int32Array.from({ length: 64 }, (_, i) => (i * 7) % 64);
+  const b = new PageBatchBuilder(16, PAGE, null);
+  const frames: Buffer[] = [];
+  for (let round = 1; round <= 2; round++) {
+    for (let from = 0; from < 32; from += 16)
+      frames.push(
+        Buffer.concat(
+          b.build(
+            0,
+            round,
+            list,
+            from + (round - 1) * 32,
+            from + (round - 1) * 32 + 16,
+            ram,
+            new BigUint64Array(64),
+          ),
+        ),
+      );
+    frames.push(encodeRoundEnd(round));
+  }
+  const native = loadNativeHash(prepareNativeHash());
+  const o = run(10_000, [Buffer.concat(frames)], (rand, input) => {
+    const dst = new Uint8Array(new SharedArrayBuffer(64 * PAGE));
+    const decoder = new PageChannelDecoder(dst, PAGE);
+    const tables = {
+      ram: dst,
+      pageSize: PAGE,
+      checksums: new BigUint64Array(64),
+      received: new Uint8Array(64),
+    };
+    const verifier = new PageBatchVerifier(tables, rand() < 0.5 ? native : null);
+    const framer = {
+      feed: (c: Buffer) => {
+        // each batch verified while it is current, as the page worker does
+        decoder.feed(c, (e) => {
+          if (e.kind === 'batch') verifier.verify(e.descriptors, e.count);
+        });
+        return [];
+      },
+      end: () => {},
+      get buffered() {
+        return 0;
+      },
+    };
+    return feedAll(rand, input, framer, () => {});
+  });
+  report(t, 'page channel', o);
+  t.ok(o.outcomes.size >= 4, 'mutations reach several checks');
+});
+
+t.test('the RAM loader survives 10,000 mutated RAM payloads', async (t) => {
+  const g = guestOf(64);
+  const ram = Buffer.from(g.shared.ram, 0, 64 * PAGE);
+  const batch = new PageBatchBuilder(8, PAGE, null).build(
+    3,
+    1,
+    Int32Array.from([10, 11, 12, 13, 40, 41, 5, 6]),
+    0,
+    8,
+    ram,
+    new BigUint64Array(64),
+  );
+  const geo = encodeRamGeometry({ pageSize: PAGE, pageCount: 64, blocks: [{ name: 'pc.ram', pages: 64 }] });
+  const seeds = [Buffer.concat(batch), encodeRamGeometry(geometry), encodeRamEos()];
   const o = run(10_000, seeds, (_rand, input) => {
     try {
-      const r = decodeRamPayload(input, PAGE);
-      if (r.kind === 'pages') verifyBatch(r.batch, PAGE);
+      const loader = new RamLoader(GuestMemory.allocate(64 * PAGE, PAGE), { pageChannels: 0 });
+      void loader.loadState('start', SectionPayload.of(geo));
+      void loader.loadState('part', SectionPayload.of(input));
     } catch (err) {
       return judge(err);
     }

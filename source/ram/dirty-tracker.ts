@@ -1,17 +1,15 @@
 /**
  * The migration bitmap (QEMU's RAMBlock bmap): pages still to send in this pass. Filled from the
- * guest's dirty log by sync() (an atomic harvest), drained page by page by the main channel's RAM
- * saver (next(), which clears a bit before copying the page) or a round at a time by page channels
- * (takeAll()).
+ * guest's dirty log by sync() (an atomic harvest), drained a round at a time (takeAll(), which
+ * clears the bits before any page is read: harvest, then read).
  */
-import type { GuestMemory } from '../shared/guest/memory.js';
-import { popcount } from '../shared/guest/memory.js';
-import type { NativeHash } from '../shared/ram/native-hash.js';
+import type { GuestMemory } from '../../shared/guest/memory.js';
+import { popcount } from '../../shared/guest/memory.js';
+import type { NativeHash } from '../../shared/ram/native-hash.js';
 
 export class DirtyTracker {
   readonly #bits: Uint32Array;
   #pending = 0;
-  #cursor = 0;
   syncCount = 0;
   /** Pages the guest dirtied in the current rate period (for dirty-pages-rate). */
   #periodPages = 0;
@@ -45,7 +43,6 @@ export class DirtyTracker {
     const tail = this.memory.pageCount % 32;
     if (tail !== 0) this.#bits[this.#bits.length - 1] = (1 << tail) - 1;
     this.#pending = this.memory.pageCount;
-    this.#cursor = 0;
     this.syncCount = 1;
     this.#periodStart = now;
   }
@@ -78,32 +75,23 @@ export class DirtyTracker {
    */
   takeAll(out: Int32Array): number {
     this.#pending = 0;
-    this.#cursor = 0;
     return this.native ? this.native.takeAll(this.#bits, out) : takeAllInJs(this.#bits, out);
   }
 
   /**
-   * Takes the next pending page at or after the cursor, clearing its bit; -1 when this pass reached the
-   * end of RAM (the cursor wraps to 0 for the next pass).
+   * Makes list[from..to) pending again: pages taken into a round that will not be sent in it (the
+   * main channel switching over in the middle of a round puts the rest back, so the final round
+   * sends each page once).
    */
-  next(): number {
+  requeue(list: Int32Array, from: number, to: number): void {
     const bits = this.#bits;
-    let w = this.#cursor >>> 5;
-    let word = (bits[w] ?? 0) & (~0 << (this.#cursor & 31));
-    while (word === 0) {
-      w++;
-      if (w >= bits.length) {
-        this.#cursor = 0;
-        return -1;
-      }
-      word = bits[w]!;
+    for (let i = from; i < to; i++) {
+      const p = list[i]!;
+      const bit = 1 << (p & 31);
+      if ((bits[p >>> 5]! & bit) !== 0) continue;
+      bits[p >>> 5]! |= bit;
+      this.#pending++;
     }
-    const low = word & -word;
-    const p = w * 32 + (31 - Math.clz32(low));
-    bits[w]! &= ~low;
-    this.#pending--;
-    this.#cursor = p + 1;
-    return p;
   }
 
   /** Exact count (for tests): must equal `pending`. */

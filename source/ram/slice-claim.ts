@@ -15,7 +15,7 @@
  * Rounds go on: a worker left with no slice returns -1 at once and ends its round as usual.
  * N must equal the channel count (a larger N leaves slices unsent, a smaller one leaves workers idle).
  */
-import { BATCH_PAGES, SRC } from '../shared/ram/page-channel.js';
+import { BATCH_PAGES, SRC } from '../../shared/ram/page-channel.js';
 
 const pinned = parsePin(process.env.SWITCHOVER_TEST_PIN_SLICES);
 /** Pinned mode: the round being claimed and this worker's next slice in it. */
@@ -32,11 +32,17 @@ function parsePin(value: string | undefined): number {
 
 /**
  * The first list entry of the next slice this worker sends in `round` (it ends at
- * min(count, start + BATCH_PAGES)), or -1 when the round has nothing more for this worker.
+ * min(count, start + batch)), or -1 when the round has nothing more for this worker.
  */
-export function claimSlice(ctl: Int32Array, index: number, round: number, count: number): number {
+export function claimSlice(
+  ctl: Int32Array,
+  index: number,
+  round: number,
+  count: number,
+  batch: number = BATCH_PAGES,
+): number {
   if (pinned === 0) {
-    const start = Atomics.add(ctl, SRC.CURSOR, BATCH_PAGES);
+    const start = Atomics.add(ctl, SRC.CURSOR, batch);
     return start < count ? start : -1;
   }
   if (round !== pinRound) {
@@ -44,7 +50,7 @@ export function claimSlice(ctl: Int32Array, index: number, round: number, count:
     pinNext = (((index - round) % pinned) + pinned) % pinned;
   }
   if (index >= pinned) return -1;
-  const start = pinNext * BATCH_PAGES;
+  const start = pinNext * batch;
   if (start >= count) return -1;
   pinNext += pinned;
   return start;

@@ -1,38 +1,37 @@
 /**
- * Source page worker: owns one page channel end to end. Listens on a port the main thread announces,
- * accepts the destination worker's connection (checking its hello), then for each round claims
- * 256-page slices of the round's list, checksums each page in guest RAM and writes the batch
- * header with views of the pages themselves (no copy: page-batch-in-place.ts says why a page the
- * guest writes meanwhile is safe). The main thread never touches page bytes.
+ * Source page worker: owns one page channel end to end. Listens on the port the main thread announces
+ * and takes the destination's connection (page-port.ts drops everything else), then for each round
+ * claims slices of the round's list, builds each batch in place from guest RAM (checksums recorded in
+ * the shared table) and writes it, then the round's ROUND_END frame. The main thread never touches
+ * page bytes.
+ *
+ * Bounded: a write that makes no progress for the stall timeout fails the channel; the main thread's
+ * `close` ends everything at once (socket destroyed, pending writes dropped).
  */
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
-import { asMigrationError, ErrorCode } from '../shared/errors.js';
-import {
-  ChannelKind,
-  HELLO_LENGTH,
-  PAGE_BATCH_HEADER,
-  PAGE_DESCRIPTOR,
-} from '../shared/protocol/constants.js';
-import { decodeHello } from '../shared/protocol/hello.js';
-import { InPlacePageBatch } from '../shared/protocol/page-batch-in-place.js';
-import { loadNativeHash } from '../shared/ram/native-hash.js';
+import { asMigrationError, ErrorCode, SocketError } from '../../shared/errors.js';
+import { PAGE_BATCH_HEADER, PAGE_DESCRIPTOR } from '../../shared/protocol/constants.js';
+import { encodeRoundEnd } from '../../shared/protocol/page-batch.js';
+import { loadNativeHash } from '../../shared/ram/native-hash.js';
+import { PageBatchBuilder } from '../../shared/ram/page-batch-builder.js';
 import {
   BATCH_PAGES,
+  type PageWorkerCommand,
   type PageWorkerEvent,
   type PageWorkerShared,
-  ROUND_END_KIND,
   SRC,
-} from '../shared/ram/page-channel.js';
-import { readExact } from '../shared/socket-io.js';
-import { ChannelBinding } from '../shared/tls/binding.js';
-import { secureClient } from '../shared/tls/secure.js';
+} from '../../shared/ram/page-channel.js';
+import { PagePort } from './page-port.js';
 import { claimSlice } from './slice-claim.js';
 
 interface SourceWorkerData extends PageWorkerShared {
   control: SharedArrayBuffer;
   list: SharedArrayBuffer;
+  /** Where to listen (our address on the main connection). */
   host: string;
+  /** The destination's address on the main connection: the only one a page channel may come from. */
+  peerAddress: string;
 }
 
 const cfg = workerData as SourceWorkerData;
@@ -40,7 +39,6 @@ const ctl = new Int32Array(cfg.control);
 const list = new Int32Array(cfg.list);
 const ram = Buffer.from(cfg.ram);
 const checksums = new BigUint64Array(cfg.checksums);
-const native = loadNativeHash(cfg.nativeHash);
 const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
 /**
  * Batches in rotation: Node holds a written buffer until the kernel has taken it, so a slot is
@@ -49,8 +47,9 @@ const post = (e: PageWorkerEvent) => parentPort!.postMessage(e);
  * kernel sends, and the worker would idle).
  */
 const RING = 4;
+const native = loadNativeHash(cfg.nativeHash);
 const ring = Array.from({ length: RING }, () => ({
-  batch: new InPlacePageBatch(BATCH_PAGES, cfg.pageSize, native),
+  builder: new PageBatchBuilder(BATCH_PAGES, cfg.pageSize, native),
   flushed: Promise.resolve(),
 }));
 let slot = 0;
@@ -62,51 +61,55 @@ let slot = 0;
 const corruptPage = Number(process.env.SWITCHOVER_TEST_CORRUPT_PAGE ?? -1);
 let socket: net.Socket | null = null;
 let closing = false;
+let failed = false;
+/** Writes handed to the socket whose callback has not come yet, and when the last one came. */
+let writesPending = 0;
+let lastWriteDone = Date.now();
 
 function fail(err: unknown): void {
-  if (closing) return;
+  if (closing || failed) return;
+  failed = true;
   const e = asMigrationError(err, ErrorCode.SOCKET);
   post({ type: 'error', code: e.code, message: `page channel ${cfg.index}: ${e.message}` });
+  socket?.destroy();
 }
 
-const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (s) => void accept(s));
-
-/** TLS first (the source is the client), then the hello: right migration, index and tag. */
-async function accept(raw: net.Socket): Promise<void> {
-  const { tls, key, host } = cfg.security;
-  let s: net.Socket = raw;
-  try {
-    if (tls)
-      s = await secureClient({ socket: raw }, tls, {
-        host: host ?? cfg.host,
-        timeoutMs: 5000,
-        what: `page channel ${cfg.index}`,
-      });
-    const hello = decodeHello(await readExact(s, HELLO_LENGTH, 5000, `page channel ${cfg.index} hello`), {
-      kind: ChannelKind.PAGE,
-      migrationId: Buffer.from(cfg.migrationId),
-    });
-    if (socket || hello.index !== cfg.index)
-      throw new Error(`unexpected page channel connection (index ${hello.index})`);
-    if (!ChannelBinding.verify(key, s, hello)) throw new Error('page channel hello carries a wrong tag');
+const port = new PagePort({
+  index: cfg.index,
+  migrationId: Buffer.from(cfg.migrationId),
+  security: cfg.security,
+  peerAddress: cfg.peerAddress,
+  onChannel: (s) => {
     socket = s;
     s.on('error', fail);
-    s.on('close', () => fail(new Error('closed by the destination')));
+    s.on('close', () => fail(new SocketError(ErrorCode.PEER_CLOSED, 'closed by the destination')));
     server.close();
     post({ type: 'connected' });
-  } catch (err) {
-    s.destroy();
-    raw.destroy();
-    fail(err);
-  }
-}
+  },
+  onStranger: (remote, reason) => post({ type: 'stranger', remote, reason }),
+});
+const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (s) => void port.accept(s));
+server.on('error', fail);
 server.listen(0, cfg.host, () =>
   post({ type: 'listening', port: (server.address() as net.AddressInfo).port }),
 );
 
+/** A write with no callback for the stall timeout: the destination stopped reading this channel. */
+if (cfg.stallTimeoutMs > 0) {
+  const check = setInterval(
+    () => {
+      if (writesPending > 0 && Date.now() - lastWriteDone > cfg.stallTimeoutMs)
+        fail(new SocketError(ErrorCode.TIMEOUT, `no progress for ${cfg.stallTimeoutMs} ms (stall-timeout)`));
+    },
+    Math.max(10, Math.min(1000, cfg.stallTimeoutMs / 4)),
+  );
+  check.unref();
+}
+
 /** Waits until the window allowance covers `kib` more KiB (max-bandwidth), then takes it. */
 async function takeAllowance(kib: number): Promise<void> {
   for (;;) {
+    if (closing || failed) throw new Error('page channel closed');
     if (Atomics.load(ctl, SRC.UNLIMITED) === 1) break;
     const allow = Atomics.load(ctl, SRC.ALLOW_KIB);
     if (Atomics.load(ctl, SRC.SENT_KIB) + kib <= allow) break;
@@ -118,10 +121,22 @@ async function takeAllowance(kib: number): Promise<void> {
 function write(chunks: Buffer[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const s = socket!;
+    if (writesPending === 0) lastWriteDone = Date.now(); // the stall clock starts with the first write
+    writesPending++;
     s.cork();
     for (let i = 0; i < chunks.length; i++) {
       const last = i === chunks.length - 1;
-      s.write(chunks[i]!, last ? (err) => (err ? reject(err) : resolve()) : undefined);
+      s.write(
+        chunks[i]!,
+        last
+          ? (err) => {
+              writesPending--;
+              lastWriteDone = Date.now();
+              if (err) reject(err);
+              else resolve();
+            }
+          : undefined,
+      );
     }
     s.uncork();
   });
@@ -135,19 +150,20 @@ function corruptDescriptor(head: Buffer, page: number): void {
 
 async function sendRound(round: number): Promise<void> {
   const count = Atomics.load(ctl, SRC.COUNT);
+  const batch = Atomics.load(ctl, SRC.BATCH) || BATCH_PAGES;
   let pages = 0;
   let zero = 0;
   let bytes = 0;
   for (;;) {
-    const start = claimSlice(ctl, cfg.index, round, count);
+    const start = claimSlice(ctl, cfg.index, round, count, batch);
     if (start < 0) break;
-    const end = Math.min(count, start + BATCH_PAGES);
+    const end = Math.min(count, start + batch);
     const r = ring[slot]!;
     slot = (slot + 1) % RING;
     await r.flushed;
-    const chunks = r.batch.build(0, round, list, start, end, ram, checksums);
+    const chunks = r.builder.build(0, round, list, start, end, ram, checksums);
     if (corruptPage >= 0 && round === 1) corruptDescriptor(chunks[0]!, corruptPage);
-    zero += r.batch.zeroPages;
+    zero += r.builder.zeroPages;
     let length = 0;
     for (const c of chunks) length += c.length;
     bytes += length;
@@ -156,21 +172,20 @@ async function sendRound(round: number): Promise<void> {
     r.flushed.catch(() => {});
     pages += end - start;
   }
-  const marker = Buffer.alloc(16);
-  marker.writeUInt8(ROUND_END_KIND, 0);
-  marker.writeUInt32BE(round, 4);
-  await write([marker]);
-  post({ type: 'round-sent', round, pages, zero, bytes: bytes + marker.length });
+  const end = encodeRoundEnd(round);
+  await write([end]);
+  post({ type: 'round-sent', round, pages, zero, bytes: bytes + end.length });
 }
 
-parentPort!.on('message', (m: { type: 'round'; round: number } | { type: 'close' }) => {
+parentPort!.on('message', (m: PageWorkerCommand) => {
   if (m.type === 'close') {
     closing = true;
-    socket?.end();
+    socket?.destroy();
     server.close();
     parentPort!.close();
     return;
   }
+  if (m.type !== 'round') return;
   if (!socket) return fail(new Error('round started before the destination connected'));
   sendRound(m.round).catch(fail);
 });
