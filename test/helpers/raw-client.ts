@@ -5,7 +5,7 @@
  *
  * Hello (56 bytes): be32 magic 0x53574f56 "SWOV" | be16 version 1 | u8 kind (1 main, 2 return path)
  * | u8 index 0 | 16-byte migration id | 32 zero bytes (auth tag).
- * Main stream after the hello: be32 0x53575354 "SWST" | be32 1 | records...
+ * Main stream after the hello: be32 0x53575354 "SWST" | be32 2 | records...
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -28,7 +28,7 @@ export function helloBytes(
 export function streamHeaderBytes(): Buffer {
   const b = Buffer.alloc(8);
   b.writeUInt32BE(0x53575354, 0);
-  b.writeUInt32BE(1, 4);
+  b.writeUInt32BE(2, 4);
   return b;
 }
 

@@ -75,7 +75,7 @@ for (const c of cases) {
       ram: c.ram,
       capabilities: 'return-path,multifd',
       source: [...c.source, '--multifd-channels', String(c.channels)],
-      destination: [],
+      destination: ['--multifd-channels', String(c.channels)],
       timeoutMs: 60_000,
     });
     assertVerifiedMigration(t, r);

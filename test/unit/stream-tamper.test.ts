@@ -15,8 +15,8 @@ t.test('a wrong stream magic is BAD_MAGIC as soon as 4 bytes arrive', async (t) 
 });
 
 t.test('another stream version is VERSION', async (t) => {
-  t.throws(() => decodeStream(B.streamHeader(0x53575354, 2)), code('VERSION'));
-  t.throws(() => decodeStream(B.streamHeader(0x53575354, 2)), { name: 'VersionError' });
+  t.throws(() => decodeStream(B.streamHeader(0x53575354, 1)), code('VERSION'));
+  t.throws(() => decodeStream(B.streamHeader(0x53575354, 1)), { name: 'VersionError' });
 });
 
 t.test('a footer with the wrong marker byte is FOOTER_MISMATCH naming the section', async (t) => {
@@ -44,11 +44,7 @@ t.test('an unknown command, including 0, is UNKNOWN_COMMAND', async (t) => {
 t.test('a fixed-length command with another length is BAD_LENGTH before its payload arrives', async (t) => {
   t.throws(() => new StreamFramer().feed(cat(H, B.command(2, Buffer.alloc(0), 5))), code('BAD_LENGTH'));
   t.throws(() => decodeStream(cat(H, B.command(1, Buffer.alloc(1)))), code('BAD_LENGTH'));
-  t.throws(() => decodeStream(cat(H, B.command(33, Buffer.alloc(2)))), code('BAD_LENGTH'));
-});
-
-t.test('a variable command over its cap is OVERSIZE from the length field alone', async (t) => {
-  t.throws(() => new StreamFramer().feed(cat(H, B.command(32, Buffer.alloc(0), 4097))), code('OVERSIZE'));
+  t.throws(() => decodeStream(cat(H, B.command(11, Buffer.alloc(2)))), code('BAD_LENGTH'));
 });
 
 t.test('a section length over the cap is OVERSIZE before any payload is buffered', async (t) => {

@@ -1,0 +1,154 @@
+/**
+ * A misbehaving destination built from the project's own codecs, in the test process: it accepts the
+ * source's main and return-path connections, reads the stream (StreamFramer), answers PING and clock
+ * probes, connects the page channels the RAM section announces (real hellos with the right tag),
+ * reads them (PageChannelDecoder) and confirms rounds (ROUND_DONE) — until told to stop reading the
+ * page channels, the way a frozen host or a path that black-holes only those connections would. It
+ * never starts a guest and never says SHUT.
+ */
+import net from 'node:net';
+import type { Test } from 'tap';
+import { monotonicMs } from '../../shared/guest/vcpu-control.js';
+import { ChannelKind, Command, HELLO_LENGTH } from '../../shared/protocol/constants.js';
+import { decodeHello, encodeHello } from '../../shared/protocol/hello.js';
+import { PageChannelDecoder } from '../../shared/protocol/page-batch.js';
+import { decodeRamRecord } from '../../shared/protocol/ram-records.js';
+import { encodeRp, RpFramer, type RpMessage } from '../../shared/protocol/return-path-codec.js';
+import { readPing, StreamFramer, type StreamRecord } from '../../shared/protocol/stream-codec.js';
+import { readExact } from '../../shared/socket-io.js';
+import { ChannelBinding, channelTag } from '../../shared/tls/binding.js';
+
+export interface FakeDestinationOptions {
+  /**
+   * When to stop reading every page channel: after this many page-channel bytes (precopy), or when
+   * the source says SWITCHOVER_START (the final round). Main channel and return path stay healthy.
+   */
+  stallPageChannels: { afterBytes: number } | 'at-switchover';
+}
+
+export interface FakeDestination {
+  port: number;
+  /** Monotonic ms when the page channels stopped being read (null until then). */
+  stalledAt(): number | null;
+  /** Resolves when the page channels stop being read. */
+  stalled: Promise<void>;
+  /** Resolves at SWITCHOVER_START. */
+  switchover: Promise<void>;
+  /** Page-channel bytes read so far. */
+  pageBytes(): number;
+  /** The source's EOF arrived (it finished sending and waits for SHUT). */
+  sawEof(): boolean;
+}
+
+export async function startFakeDestination(t: Test, opts: FakeDestinationOptions): Promise<FakeDestination> {
+  const sockets: net.Socket[] = [];
+  const pageSockets: net.Socket[] = [];
+  let rp: net.Socket | null = null;
+  let key: Buffer = Buffer.alloc(32);
+  let migrationId: Buffer = Buffer.alloc(16);
+  let ram: Uint8Array | null = null;
+  let pageSize = 4096;
+  let pageBytes = 0;
+  let eof = false;
+  let stalledAt: number | null = null;
+  let onStalled!: () => void;
+  let onSwitchover!: () => void;
+  const stalled = new Promise<void>((r) => {
+    onStalled = r;
+  });
+  const switchover = new Promise<void>((r) => {
+    onSwitchover = r;
+  });
+  const roundEnds = new Map<number, number>();
+  let channels = 0;
+  const send = (m: RpMessage) => rp?.write(encodeRp(m));
+
+  const stall = () => {
+    if (stalledAt !== null) return;
+    stalledAt = monotonicMs();
+    for (const s of pageSockets) s.pause();
+    onStalled();
+  };
+
+  const connectPages = (host: string, ports: number[]) => {
+    channels = ports.length;
+    ports.forEach((port, index) => {
+      const s = net.connect({ host, port });
+      sockets.push(s);
+      pageSockets.push(s);
+      s.on('error', () => {});
+      const decoder = new PageChannelDecoder(ram!, pageSize);
+      s.on('connect', () => {
+        const fields = { kind: ChannelKind.PAGE, index, migrationId };
+        s.write(encodeHello({ ...fields, authTag: channelTag(key, fields, s) }));
+      });
+      s.on('data', (chunk: Buffer) => {
+        pageBytes += chunk.length;
+        decoder.feed(chunk, (e) => {
+          if (e.kind !== 'round-end') return;
+          const n = (roundEnds.get(e.round) ?? 0) + 1;
+          roundEnds.set(e.round, n);
+          if (n === channels) send({ type: 'round-done', round: e.round });
+        });
+        const s0 = opts.stallPageChannels;
+        if (s0 !== 'at-switchover' && pageBytes >= s0.afterBytes) stall();
+      });
+    });
+  };
+
+  const onRecord = (rec: StreamRecord, ramSection: { id: number }) => {
+    if (rec.type === 'configuration') {
+      pageSize = Number(rec.body.pageSize);
+      ram = new Uint8Array(new SharedArrayBuffer(Number(rec.body.ramSize)));
+    } else if (rec.type === 'command' && rec.command === Command.PING) {
+      send({ type: 'pong', value: readPing(rec.payload) });
+    } else if (rec.type === 'command' && rec.command === Command.SWITCHOVER_START) {
+      onSwitchover();
+      if (opts.stallPageChannels === 'at-switchover') stall();
+    } else if (rec.type === 'eof') {
+      eof = true;
+    } else if (rec.type === 'start' && rec.idstr === 'ram') {
+      ramSection.id = rec.sectionId;
+    } else if (rec.type === 'part' && rec.sectionId === ramSection.id) {
+      const r = decodeRamRecord(rec.payload);
+      if (r.kind === 'page-channels') connectPages(r.channels.host, r.channels.ports);
+    }
+  };
+
+  const server = net.createServer({ pauseOnConnect: true }, async (s) => {
+    sockets.push(s);
+    s.on('error', () => {});
+    const hello = decodeHello(await readExact(s, HELLO_LENGTH, 5000, 'fake destination hello'));
+    if (hello.kind === ChannelKind.MAIN) {
+      key = ChannelBinding.acceptMain(s, hello)!;
+      migrationId = hello.migrationId;
+      const framer = new StreamFramer();
+      const ramSection = { id: -1 };
+      s.on('data', (chunk: Buffer) => {
+        for (const rec of framer.feed(chunk)) onRecord(rec, ramSection);
+      });
+      s.resume();
+    } else if (hello.kind === ChannelKind.RETURN_PATH) {
+      rp = s;
+      const framer = new RpFramer();
+      s.on('data', (chunk: Buffer) => {
+        for (const m of framer.feed(chunk))
+          if (m.type === 'time') send({ type: 'time', body: { value: m.body.value, t: monotonicMs() } });
+      });
+      s.resume();
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    server.close();
+    for (const s of sockets) s.destroy();
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    stalledAt: () => stalledAt,
+    stalled,
+    switchover,
+    pageBytes: () => pageBytes,
+    sawEof: () => eof,
+  };
+}
