@@ -12,6 +12,7 @@ import type { MigrationError } from './errors.js';
 import type { RpMessage } from './protocol/return-path-codec.js';
 import type { SectionPayload } from './protocol/section-payload.js';
 import type { TlsConfig } from './tls/config.js';
+import type { Tracer } from './trace.js';
 
 export interface Pending {
   /** Bytes that must be sent before the guest can run on the destination. */
@@ -60,8 +61,10 @@ export interface SaveContext {
   stallTimeoutMs: number;
   /** The handler's own asynchronous failure (a side channel died): fails the migration. */
   fail(e: MigrationError): void;
-  /** A line for the operator (a refused stranger); the caller rate-limits nothing: callers do. */
+  /** A line for the operator (e.g. a refused stranger); handlers rate-limit what they report. */
   warn(message: string): void;
+  /** The migration's trace (named events, shared/trace.ts). */
+  tracer: Tracer;
 }
 
 export interface SaveHandlers {

@@ -17,6 +17,10 @@ export const TraceEvent = {
   CHECKPOINT: 'mig:checkpoint',
   ERROR: 'mig:error',
   LOAD: 'mig:load',
+  /** Source: the page-channel ports announced to the destination ({host, ports}). */
+  PAGE_CHANNELS: 'mig:page-channels',
+  /** Source: a connection to a page port that was not the destination's channel ({remote, reason}). */
+  STRANGER: 'mig:stranger',
 } as const;
 export type TraceEvent = (typeof TraceEvent)[keyof typeof TraceEvent];
 

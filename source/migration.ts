@@ -280,6 +280,7 @@ export class SourceMigration {
       signal: this.#abort.signal,
       stallTimeoutMs: this.#stall,
       fail: (e) => this.#onHandlerError(e),
+      tracer: this.tracer,
       warn: (m) =>
         (this.opts.onWarning ?? ((l) => process.stderr.write(`switchover-source: warning: ${l}\n`)))(m),
     };

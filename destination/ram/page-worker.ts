@@ -155,8 +155,20 @@ function own(socket: net.Socket): void {
   );
 }
 
+/**
+ * Fault injection for tests: SWITCHOVER_TEST_PAGE_CONNECT_DELAY_MS=MS connects MS late, so strangers
+ * can reach the source's page ports first (test/integration/page-port-strangers.test.ts).
+ */
+const connectDelay = Number(process.env.SWITCHOVER_TEST_PAGE_CONNECT_DELAY_MS ?? 0);
+let connecting = false;
+
 parentPort!.on('message', (m: PageWorkerCommand) => {
-  if (m.type === 'connect' && !current) (cfg.security.tls ? connectTls : connectPlain)(m.host, m.port);
+  if (m.type === 'connect' && !connecting) {
+    connecting = true;
+    const connect = () => (cfg.security.tls ? connectTls : connectPlain)(m.host, m.port);
+    if (connectDelay > 0) setTimeout(connect, connectDelay);
+    else connect();
+  }
   if (m.type === 'close') {
     closing = true;
     current?.destroy();

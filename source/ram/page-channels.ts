@@ -19,6 +19,7 @@ import { encodePageChannels, encodeRamFinalRound } from '../../shared/protocol/r
 import type { RpMessage } from '../../shared/protocol/return-path-codec.js';
 import { prepareNativeHash } from '../../shared/ram/native-hash.js';
 import { type PageWorkerEvent, SRC, SRC_WORDS } from '../../shared/ram/page-channel.js';
+import { TraceEvent } from '../../shared/trace.js';
 import { spawnTsWorker } from '../../shared/worker/spawn.js';
 import { batchPagesFor, type PageTransport, type TransportTables } from './transport.js';
 
@@ -113,6 +114,7 @@ export class PageChannels implements PageTransport {
     this.#connected = Promise.all(connected).then(() => {});
     this.#connected.catch(() => {});
     this.#progressAt = monotonicMs();
+    ctx.tracer.emit(TraceEvent.PAGE_CHANNELS, { host: ctx.link.localAddress, ports: listening });
     return [encodePageChannels({ host: ctx.link.localAddress, ports: listening })];
   }
 
@@ -248,6 +250,7 @@ export class PageChannels implements PageTransport {
   }
 
   #onStranger(remote: string, reason: string): void {
+    this.#ctx?.tracer.emit(TraceEvent.STRANGER, { remote, reason });
     const s = this.#strangers;
     const now = monotonicMs();
     if (now - s.lastLogAt < STRANGER_LOG_MS) {
