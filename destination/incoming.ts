@@ -251,6 +251,7 @@ export class IncomingMigration {
       fail: (e) => void this.fail(e),
       link: {
         peerAddress: this.#main?.remoteAddress ?? '',
+        localAddress: this.#main?.localAddress ?? '',
         migrationId: this.#migrationId,
         security: this.opts.pageSecurity?.() ?? { tls: null, key: Buffer.alloc(32) },
       },

@@ -89,11 +89,8 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  // pair defaults to the return path so the reported downtime includes the destination's load and
-  // restart (QEMU's semantics with return-path on); `--capabilities none` gives QEMU's plain default
+  // both sides get the same capabilities (default return-path,multifd; see shared/options.ts)
   const common = passThrough(argv);
-  if (!argv.some((a) => a === '--capabilities' || a.startsWith('--capabilities=')))
-    common.push('--capabilities', 'return-path');
   const work = join(tmpdir(), `switchover-pair-${process.pid}-${Date.now()}`);
   await mkdir(work, { recursive: true, mode: 0o700 });
   if (tlsMode === 'x509') common.push('--tls-creds', await generateX509(join(work, 'tls')));

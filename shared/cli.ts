@@ -7,8 +7,8 @@ import { ErrorCode, MigrationError, ParameterError } from './errors.js';
 import type { DirtyPattern } from './guest/workload.js';
 import {
   type Capabilities,
+  COMMAND_DEFAULT_CAPABILITIES,
   checkParameters,
-  DEFAULT_CAPABILITIES,
   DEFAULT_PARAMETERS,
   type Parameters,
   parseCapabilityList,
@@ -24,7 +24,7 @@ export const OPTION_SPEC = {
   'dirty-pattern': { type: 'string', default: 'uniform' },
   'dirty-range': { type: 'string' },
   seed: { type: 'string', default: '1' },
-  capabilities: { type: 'string', default: '' },
+  capabilities: { type: 'string' },
   'downtime-limit': { type: 'string' },
   'max-bandwidth': { type: 'string' },
   'avail-switchover-bandwidth': { type: 'string' },
@@ -98,11 +98,12 @@ export const USAGE_OPTIONS = `Guest:
   --seed N                   workload seed (default 1)
   --device SPEC              precopy:size=SIZE,dirty-rate=RATE,prep=MS,stop-copy=SIZE (repeatable)
 Migration (QEMU names):
-  --capabilities LIST        comma list: return-path, switchover-ack, multifd, ...
+  --capabilities LIST        comma list of QEMU names: return-path, switchover-ack, multifd
+                             (default return-path,multifd: page channels; 'none' = QEMU's plain default)
   --downtime-limit MS        default 300 (0..2000000)
   --max-bandwidth RATE       bytes/s while the guest runs, 0 = unlimited (default 128M)
   --avail-switchover-bandwidth RATE   bandwidth assumed at switchover, 0 = measure (default 0)
-  --multifd-channels N       page channels with multifd (default 2)
+  --multifd-channels N       page channels with multifd (default 2; a destination accepts at most its own)
   --switchover-policy P      floor (default): iterate while a round still shrinks the remainder a lot,
                              so downtime nears the floor; qemu: switch as soon as it fits the limit
   --timeout MS               fail if not completed after MS (default 0 = never)
@@ -204,7 +205,7 @@ export function parseCommon(argv: string[]): CommonOptions {
     pattern: oneOf(v['dirty-pattern']!, ['uniform', 'hot', 'sequential'] as const, '--dirty-pattern'),
     dirtyRange: v['dirty-range'] ? parseSize(v['dirty-range'], '--dirty-range') : ramBytes,
     seed: num(v.seed, '--seed', 1) >>> 0,
-    capabilities: v.capabilities ? parseCapabilityList(v.capabilities) : DEFAULT_CAPABILITIES,
+    capabilities: parseCapabilityList(v.capabilities ?? COMMAND_DEFAULT_CAPABILITIES),
     parameters,
     devices: v.device ?? [],
     timeoutMs: v.timeout ? parseDuration(v.timeout, '--timeout') : 0,

@@ -107,6 +107,11 @@ export interface SaveHandlers {
 export interface DestinationLink {
   /** The source's address on the main connection. */
   peerAddress: string;
+  /**
+   * Our address on the main connection: side channels are opened from it, so the source sees them
+   * come from the address it accepts them from, even on a host with several addresses.
+   */
+  localAddress: string;
   migrationId: Buffer;
   security: ChannelSecurity;
 }

@@ -85,7 +85,12 @@ export class DestinationPageChannels {
         `source announced ${announced.ports.length} page channels, its configuration said ${this.#workers.length}`,
       );
     for (const [i, w] of this.#workers.entries())
-      w.postMessage({ type: 'connect', host: announced.host, port: announced.ports[i] });
+      w.postMessage({
+        type: 'connect',
+        host: announced.host,
+        port: announced.ports[i],
+        from: this.ctx.link.localAddress,
+      });
   }
 
   /**

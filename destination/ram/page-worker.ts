@@ -84,10 +84,11 @@ function fail(err: unknown): void {
 }
 
 /** Plaintext: read straight into guest RAM (`onread`); the hello's tag binds the channel to K. */
-function connectPlain(host: string, port: number): void {
+function connectPlain(host: string, port: number, from: string): void {
   const socket = net.connect({
     host,
     port,
+    localAddress: from || undefined,
     noDelay: true,
     onread: {
       buffer: () => decoder.target(),
@@ -114,8 +115,8 @@ function connectPlain(host: string, port: number): void {
  * TLS: this side is the TLS server on the connection it opened. A TLS socket cannot read into a
  * caller's buffer, so decrypted chunks are copied through the decoder (one copy more).
  */
-function connectTls(host: string, port: number): void {
-  const raw = net.connect({ host, port, noDelay: true });
+function connectTls(host: string, port: number, from: string): void {
+  const raw = net.connect({ host, port, localAddress: from || undefined, noDelay: true });
   raw.on('error', fail);
   raw.once('connect', async () => {
     try {
@@ -165,7 +166,9 @@ let connecting = false;
 parentPort!.on('message', (m: PageWorkerCommand) => {
   if (m.type === 'connect' && !connecting) {
     connecting = true;
-    const connect = () => (cfg.security.tls ? connectTls : connectPlain)(m.host, m.port);
+    // an IPv4 connection accepted on a dual-stack socket reports ::ffff:a.b.c.d as its address
+    const from = net.isIPv4(m.host) ? m.from.replace(/^::ffff:/i, '') : m.from;
+    const connect = () => (cfg.security.tls ? connectTls : connectPlain)(m.host, m.port, from);
     if (connectDelay > 0) setTimeout(connect, connectDelay);
     else connect();
   }

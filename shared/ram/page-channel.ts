@@ -57,5 +57,6 @@ export type PageWorkerEvent =
 /** Main thread → worker. */
 export type PageWorkerCommand =
   | { type: 'round'; round: number }
-  | { type: 'connect'; host: string; port: number }
+  /** Destination: connect to host:port, from our address on the main connection (`from`, '' = any). */
+  | { type: 'connect'; host: string; port: number; from: string }
   | { type: 'close' };
