@@ -61,22 +61,26 @@ export function spawnHelper(ns: string, argv: string[]): Helper {
 export const withTimeout = <T>(p: Promise<T>, ms: number, fallback: T): Promise<T> =>
   Promise.race([p, new Promise<T>((r) => setTimeout(() => r(fallback), ms).unref())]);
 
-let helperBuild: Promise<string> | null = null;
+const helperBuilds = new Map<string, Promise<string>>();
 /**
- * Compiles nfq-delay.c once per process into a temp dir named with our pid (removed at exit, or
- * by a later run's sweep); resolves the binary path or rejects.
+ * Compiles an NFQUEUE helper (nfq-delay.c, nfq-flip.c) once per process into a temp dir named with
+ * our pid (removed at exit, or by a later run's sweep); resolves the binary path or rejects.
  */
-export function buildNfqHelper(): Promise<string> {
-  helperBuild ??= (async () => {
-    const dir = mkdtempSync(join(tmpdir(), `swchaos-${process.pid}-nfq-`));
-    trackDir(dir);
-    const src = fileURLToPath(new URL('./nfq-delay.c', import.meta.url));
-    const libs = (await sh(['pkg-config', '--libs', 'libnetfilter_queue'])).stdout.trim().split(/\s+/);
-    const bin = `${dir}/nfq-delay`;
-    await must(['gcc', '-O2', '-o', bin, src, ...(libs[0] ? libs : ['-lnetfilter_queue', '-lnfnetlink'])]);
-    return bin;
-  })();
-  return helperBuild;
+export function buildNfqHelper(name: 'nfq-delay' | 'nfq-flip' = 'nfq-delay'): Promise<string> {
+  let build = helperBuilds.get(name);
+  if (!build) {
+    build = (async () => {
+      const dir = mkdtempSync(join(tmpdir(), `swchaos-${process.pid}-nfq-`));
+      trackDir(dir);
+      const src = fileURLToPath(new URL(`./${name}.c`, import.meta.url));
+      const libs = (await sh(['pkg-config', '--libs', 'libnetfilter_queue'])).stdout.trim().split(/\s+/);
+      const bin = `${dir}/${name}`;
+      await must(['gcc', '-O2', '-o', bin, src, ...(libs[0] ? libs : ['-lnetfilter_queue', '-lnfnetlink'])]);
+      return bin;
+    })();
+    helperBuilds.set(name, build);
+  }
+  return build;
 }
 
 export async function startRelayHelper(t: Topology, dst: string, extra: string[]): Promise<RelayHandle> {

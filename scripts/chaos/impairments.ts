@@ -4,10 +4,33 @@
  * `tbf` on both veth egresses, loss is nftables `numgen random` drops, a partition is an nft drop
  * (silent) or `reject with tcp reset` rule, delay is NFQUEUE + a C helper (nfq-delay.c, built with
  * gcc into a temp dir) or, if that fails, a userspace node relay. Loss, partition and NFQUEUE delay
- * match only the first destination's TCP port, so the retry destination (another port) stays clean.
+ * match the first destination's address, so its page channels (connections to ports the source
+ * announces) are hit as much as its main channel and return path, while the retry destination (its
+ * own address in the same namespace) stays clean. `page` targets the page channels alone: the
+ * first destination's TCP traffic on any port but its listening port.
  */
 import { buildNfqHelper, type Helper, spawnHelper, startRelayHelper, withTimeout } from './helpers.js';
 import { inNs, must, sh, type Topology } from './netns.js';
+
+/** What an impairment hits: the first destination (address, listening port), all of it or its page channels. */
+export interface Target {
+  ip: string;
+  port: number;
+  channels: 'all' | 'page';
+}
+
+/** nft match for traffic to (`out`) or from the target, as seen in the source namespace. */
+function nftMatch(target: Target, dir: 'out' | 'in'): string {
+  const host = `ip ${dir === 'out' ? 'daddr' : 'saddr'} ${target.ip} meta l4proto tcp`;
+  if (target.channels === 'all') return host;
+  return `${host} tcp ${dir === 'out' ? 'dport' : 'sport'} != ${target.port}`;
+}
+
+function describe(target: Target): string {
+  return target.channels === 'all'
+    ? `all TCP to and from ${target.ip}`
+    : `page channels only (TCP to and from ${target.ip}, any port but ${target.port})`;
+}
 
 export interface Active {
   what: string;
@@ -102,11 +125,11 @@ export async function applyRate(t: Topology, rate: string): Promise<Active> {
   ]);
 }
 
-/** An nft table in the source namespace; `verdict` applies to tcp port `port` in both directions. */
-async function nftTable(t: Topology, name: string, port: number, match: string, verdict: string) {
+/** An nft table in the source namespace; `verdict` applies to the target's traffic in both directions. */
+async function nftTable(t: Topology, name: string, target: Target, match: string, verdict: string) {
   const ruleset = `table inet ${name} {
-  chain out { type filter hook output priority 0; policy accept; tcp dport ${port} counter ${match} counter ${verdict}; }
-  chain in { type filter hook input priority 0; policy accept; tcp sport ${port} counter ${match} counter ${verdict}; }
+  chain out { type filter hook output priority 0; policy accept; ${nftMatch(target, 'out')} counter ${match} counter ${verdict}; }
+  chain in { type filter hook input priority 0; policy accept; ${nftMatch(target, 'in')} counter ${match} counter ${verdict}; }
 }\n`;
   await must([...inNs(t.nsSrc), 'nft', '-f', '-'], ruleset);
   let healed = false;
@@ -125,7 +148,7 @@ async function nftTable(t: Topology, name: string, port: number, match: string, 
   };
 }
 
-export async function applyLoss(t: Topology, percent: number, port: number): Promise<Active> {
+export async function applyLoss(t: Topology, percent: number, target: Target): Promise<Active> {
   const what = `loss ${percent}% each direction`;
   const why = await netemUnavailable(t);
   if (why === null)
@@ -138,11 +161,11 @@ export async function applyLoss(t: Topology, percent: number, port: number): Pro
   // "drop" would lose ~45 wire segments (a first run counted 68 drops in 1296 packets for 70 MB).
   // One segment per skb makes each numgen draw one wire packet; TCP reads this at connect time.
   for (const [ns, dev] of sides(t)) await must(['ip', '-n', ns, 'link', 'set', dev, 'gso_max_segs', '1']);
-  const tb = await nftTable(t, 'swchaos_loss', port, `numgen random mod 100 < ${percent}`, 'drop');
+  const tb = await nftTable(t, 'swchaos_loss', target, `numgen random mod 100 < ${percent}`, 'drop');
   let last = '';
   return {
     what,
-    mechanism: `nft 'numgen random mod 100 < ${percent} drop' on tcp port ${port}, both directions, veth gso_max_segs 1 so a drop is one wire segment (${why})`,
+    mechanism: `nft 'numgen random mod 100 < ${percent} drop' on ${describe(target)}, veth gso_max_segs 1 so a drop is one wire segment (${why})`,
     heal: async () => {
       if (!last) last = await tb.counters();
       await tb.heal();
@@ -151,15 +174,21 @@ export async function applyLoss(t: Topology, percent: number, port: number): Pro
   };
 }
 
-export async function applyPartition(t: Topology, mode: 'drop' | 'reject', port: number): Promise<Active> {
+export async function applyPartition(t: Topology, mode: 'drop' | 'reject', target: Target): Promise<Active> {
   const verdict = mode === 'drop' ? 'drop' : 'reject with tcp reset';
   // the resets nft generates carry the same port and would hit the other chain's rule (a first
   // version did exactly that and "reject" degraded to a silent drop): let RST segments through
-  const tb = await nftTable(t, 'swchaos_part', port, mode === 'drop' ? '' : 'tcp flags & rst == 0', verdict);
+  const tb = await nftTable(
+    t,
+    'swchaos_part',
+    target,
+    mode === 'drop' ? '' : 'tcp flags & rst == 0',
+    verdict,
+  );
   let last = '';
   return {
-    what: `partition (${mode === 'drop' ? 'silent' : 'tcp reset'})`,
-    mechanism: `nft '${verdict}' on tcp port ${port}, both directions${mode === 'drop' ? '' : ' (RST segments pass)'}`,
+    what: `partition of ${target.channels === 'page' ? 'the page channels' : 'the link'} (${mode === 'drop' ? 'silent' : 'tcp reset'})`,
+    mechanism: `nft '${verdict}' on ${describe(target)}${mode === 'drop' ? '' : ' (RST segments pass)'}`,
     heal: async () => {
       if (!last) last = await tb.counters();
       await tb.heal();
@@ -168,7 +197,7 @@ export async function applyPartition(t: Topology, mode: 'drop' | 'reject', port:
   };
 }
 
-export async function applyDelay(t: Topology, ms: number, port: number, dst: string): Promise<Active> {
+export async function applyDelay(t: Topology, ms: number, target: Target, dst: string): Promise<Active> {
   const what = `delay ${ms} ms each direction (RTT +${2 * ms} ms)`;
   const why = await netemUnavailable(t);
   if (why === null)
@@ -179,15 +208,15 @@ export async function applyDelay(t: Topology, ms: number, port: number, dst: str
   // a 40 ms RTT flow to 2.2 Mbit/s (netem avoids that by orphaning the skb); on ingress it ran at
   // 450 Mbit/s.
   const hooks = [
-    { ns: t.nsDst, match: '--dport', dir: 'src→dst' },
-    { ns: t.nsSrc, match: '--sport', dir: 'dst→src' },
+    { ns: t.nsDst, match: '-d', dir: 'src→dst' },
+    { ns: t.nsSrc, match: '-s', dir: 'dst→src' },
   ];
   const rule = (m: string) => [
     'INPUT',
     '-p',
     'tcp',
     m,
-    String(port),
+    target.ip,
     '-j',
     'NFQUEUE',
     '--queue-num',
@@ -207,7 +236,7 @@ export async function applyDelay(t: Topology, ms: number, port: number, dst: str
     let stats = '';
     return {
       what,
-      mechanism: `NFQUEUE (iptables-nft INPUT, queue 7, --queue-bypass) + C helper in each namespace holding each packet ${ms} ms FIFO, tcp port ${port} both directions (${why})`,
+      mechanism: `NFQUEUE (iptables-nft INPUT, queue 7, --queue-bypass) + C helper in each namespace holding each packet ${ms} ms FIFO, ${describe(target)} (${why})`,
       heal: async () => {
         if (stats) return;
         for (const h of hooks) await sh([...inNs(h.ns), 'iptables', '-w', '-D', ...rule(h.match)]);
@@ -242,5 +271,40 @@ export async function applyCorruption(
     ...relay,
     what: `flip bit ${bit} of main-channel byte ${offset}`,
     mechanism: 'node:net relay in the destination namespace (main channel corrupted, return path untouched)',
+  };
+}
+
+/**
+ * One flipped bit on a page channel: NFQUEUE on the destination's INPUT for the page channels
+ * (source → first destination, any port but its listening one) with the nfq-flip helper, which
+ * flips bit `bit` of the TCP payload byte `after` bytes into that traffic, once.
+ */
+export async function applyPageCorruption(
+  t: Topology,
+  target: Target,
+  after: number,
+  bit: number,
+): Promise<Active> {
+  const rule = ['INPUT', '-p', 'tcp', '-s', t.ipSrc, '-d', target.ip, '!', '--dport', String(target.port)];
+  const queue = ['-j', 'NFQUEUE', '--queue-num', '8', '--queue-bypass'];
+  const bin = await buildNfqHelper('nfq-flip');
+  const helper = spawnHelper(t.nsDst, [bin, '8', String(after), String(bit)]);
+  if ((await withTimeout(helper.firstLine, 5000, '')) !== 'ready') {
+    await helper.stop();
+    throw new Error(`nfq-flip did not start: ${helper.lines.join(' | ')}`);
+  }
+  await must([...inNs(t.nsDst), 'iptables', '-w', '-A', ...rule, ...queue]);
+  let healed = false;
+  return {
+    what: `flip bit ${bit} of page-channel payload byte ${after}`,
+    mechanism: `NFQUEUE (iptables-nft INPUT in the destination namespace, queue 8) + nfq-flip on ${describe({ ...target, channels: 'page' })}: the segment is re-injected modified, and veth does not verify checksums on receipt`,
+    heal: async () => {
+      if (healed) return;
+      healed = true;
+      await sh([...inNs(t.nsDst), 'iptables', '-w', '-D', ...rule, ...queue]);
+      await helper.stop();
+    },
+    evidence: async () =>
+      helper.lines.filter((l) => l.startsWith('{')).join(' ') || 'nfq-flip printed nothing',
   };
 }

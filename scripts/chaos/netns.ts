@@ -26,6 +26,9 @@ export interface Topology {
   vethDst: string;
   ipSrc: string;
   ipDst: string;
+  /** A second address in the destination namespace, for the retry destination: impairments aimed
+   * at the first destination's address leave it alone. */
+  ipRetry: string;
 }
 
 export interface ShResult {
@@ -194,6 +197,7 @@ export async function createTopology(): Promise<Topology> {
     vethDst: `${LINK_PREFIX}${process.pid}d${n}`,
     ipSrc: `10.213.${n % 250}.1`,
     ipDst: `10.213.${n % 250}.2`,
+    ipRetry: `10.213.${n % 250}.3`,
   };
   if (t.vethSrc.length > 15) throw new Error(`interface name ${t.vethSrc} is longer than 15 characters`);
   live.set(id, t);
@@ -211,6 +215,7 @@ export async function createTopology(): Promise<Topology> {
       await must(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', dev]);
       await must(['ip', '-n', ns, 'link', 'set', dev, 'up']);
     }
+    await must(['ip', '-n', t.nsDst, 'addr', 'add', `${t.ipRetry}/24`, 'dev', t.vethDst]);
   } catch (err) {
     await destroyTopology(t);
     throw err;

@@ -9,14 +9,18 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type Side, spawnSide } from '../lib/spawn-side.js';
+import { spawnHelper, withTimeout } from './helpers.js';
 import {
   type Active,
   applyCorruption,
   applyDelay,
   applyLoss,
+  applyPageCorruption,
   applyPartition,
   applyRate,
+  type Target,
 } from './impairments.js';
 import { createTopology, destroyTopology, inNs, type Topology, trackChild, trackDir } from './netns.js';
 import { classify, ERROR_LINE, judge, type Report, type SideFacts } from './outcome.js';
@@ -51,15 +55,37 @@ export interface ChaosRecord {
   report: Report | null;
 }
 
+/** The first destination's traffic (its address), all of it or its page channels alone. */
+function targetOf(topo: Topology, dst: string, channels: 'all' | 'page' = 'all'): Target {
+  return { ip: topo.ipDst, port: Number(dst.split(':').pop()), channels };
+}
+
 async function startImpairment(sc: Scenario, topo: Topology, dst: string): Promise<Active> {
   const imp = sc.impairment;
-  const port = Number(dst.split(':').pop());
   if (imp.kind === 'rate') return applyRate(topo, imp.rate);
-  if (imp.kind === 'loss') return applyLoss(topo, imp.percent, port);
-  if (imp.kind === 'delay') return applyDelay(topo, imp.ms, port, dst);
+  if (imp.kind === 'loss') return applyLoss(topo, imp.percent, targetOf(topo, dst));
+  if (imp.kind === 'delay') return applyDelay(topo, imp.ms, targetOf(topo, dst), dst);
+  if (imp.kind === 'corrupt' && imp.where === 'page-channel')
+    return applyPageCorruption(topo, targetOf(topo, dst, 'page'), imp.offset, imp.bit);
   if (imp.kind === 'corrupt') return applyCorruption(topo, dst, imp.offset, imp.bit);
-  if (imp.kind === 'partition') return applyPartition(topo, imp.mode, port);
+  if (imp.kind === 'partition') return applyPartition(topo, imp.mode, targetOf(topo, dst, imp.channels));
   throw new Error(`impairment ${imp.kind} is a process fault, not a network one`);
+}
+
+/** Strangers on the page ports the source just announced (its trace line), from the destination's namespace. */
+async function startStrangers(topo: Topology, line: string): Promise<Active> {
+  const { host, ports } = JSON.parse(line) as { host: string; ports: number[] };
+  const entry = fileURLToPath(new URL('./stranger.ts', import.meta.url));
+  const targets = ports.flatMap((p) => ['--target', `${host}:${p}`]);
+  const helper = spawnHelper(topo.nsDst, [process.execPath, '--import', 'tsx', entry, ...targets]);
+  const ready = await withTimeout(helper.firstLine, 10_000, '');
+  return {
+    what: `3 strangers (junk, idle, TLS ClientHello) on each of ${ports.length} page ports`,
+    mechanism: `node:net clients in the destination namespace (${topo.ipDst}), ${ready === 'ready' ? 'connected' : `not ready: ${helper.lines.join(' | ')}`}`,
+    heal: () => helper.stop(),
+    evidence: async () =>
+      helper.lines.filter((l) => l.startsWith('{')).join(' ') || 'stranger printed nothing',
+  };
 }
 
 /** stderr minus trace JSON, progress lines and the documented `switchover-<side>: warning:` lines. */
@@ -83,11 +109,16 @@ export async function runScenario(
   const g = sc.guest;
   const stall = String(sc.stallTimeoutMs);
   const startDst = (tag: string) => {
-    // plaintext on purpose: the namespaces are private, and the corrupting relay must see the bytes
-    const args = ['--listen', `${topo.ipDst}:0`, '--insecure', '--capabilities', g.capabilities];
+    // plaintext on purpose: the namespaces are private, and the corrupting relay must see the bytes;
+    // the retry destination has its own address, which the impairments (aimed at ipDst) leave alone
+    const ip = tag === 'retry' ? topo.ipRetry : topo.ipDst;
+    const args = ['--listen', `${ip}:0`, '--insecure', '--capabilities', g.capabilities];
     args.push('--stall-timeout', stall);
     args.push('--json', join(work, `${tag}.json`), '--dump-ram', join(work, `${tag}.ram`), '--quiet');
-    const s = spawnSide('destination', args, { prefix: inNs(topo.nsDst), env });
+    const s = spawnSide('destination', args, {
+      prefix: inNs(topo.nsDst),
+      env: tag === 'dst' ? { ...env, ...sc.dstEnv } : env,
+    });
     trackChild(s.child);
     sides.push(s);
     return s;
@@ -113,6 +144,8 @@ export async function runScenario(
       appliedAt = now();
     }
     const srcArgs = ['--connect', active?.connect ?? dstAddr!, '--ram', g.ram, '--dirty-rate', g.dirtyRate];
+    if (g.dirtyPattern) srcArgs.push('--dirty-pattern', g.dirtyPattern);
+    if (g.dirtyRange) srcArgs.push('--dirty-range', g.dirtyRange);
     srcArgs.push(
       '--capabilities',
       g.capabilities,
@@ -129,6 +162,7 @@ export async function runScenario(
 
     let fired = sc.trigger.on === 'start';
     let src: Side | null = null;
+    let line = '';
     const strike = async () => {
       if (imp.kind === 'signal') {
         const side = imp.target === 'source' ? src! : dst;
@@ -138,8 +172,13 @@ export async function runScenario(
         mechanism = `kill(${side.child.pid}, ${imp.signal}) from the trigger callback`;
         if (imp.signal === 'SIGSTOP')
           timers.push(setTimeout(() => side.child.kill('SIGCONT'), imp.holdMs ?? 5000));
+      } else if (imp.kind === 'stranger') {
+        active = await startStrangers(topo, line);
+        actives.push(active);
+        appliedAt = now();
+        what = active.what;
       } else if (imp.kind === 'partition') {
-        active = await applyPartition(topo, imp.mode, Number(dstAddr!.split(':').pop()));
+        active = await applyPartition(topo, imp.mode, targetOf(topo, dstAddr!, imp.channels));
         actives.push(active);
         appliedAt = now();
         const ms = opts.quick && imp.quickMs ? imp.quickMs : imp.ms;
@@ -148,10 +187,11 @@ export async function runScenario(
         timers.push(setTimeout(() => void a.heal(), ms));
       }
     };
-    const onLine = (line: string) => {
-      if (opts.verbose && !line.startsWith('{')) log(`    [source] ${line}`);
-      if (fired || !matches(sc, line)) return;
+    const onLine = (l: string) => {
+      if (opts.verbose && !l.startsWith('{')) log(`    [source] ${l}`);
+      if (fired || !matches(sc, l)) return;
       fired = true;
+      line = l;
       const after = 'afterMs' in sc.trigger ? (sc.trigger.afterMs ?? 0) : 0;
       if (after > 0) timers.push(setTimeout(() => void strike(), after));
       else void strike();

@@ -20,19 +20,27 @@ export type Trigger =
   /** First source progress line with status=active and elapsed-ms ≥ elapsedMs. */
   | { on: 'progress'; elapsedMs: number }
   /** First source `mig:dirty-sync` under the threshold without a switchover ACK, plus afterMs. */
-  | { on: 'ack-wait'; afterMs: number };
+  | { on: 'ack-wait'; afterMs: number }
+  /** The source's trace `mig:page-channels` (its page ports are announced). */
+  | { on: 'page-channels' };
 
 export type Impairment =
   | { kind: 'rate'; rate: string }
   | { kind: 'loss'; percent: number }
   | { kind: 'delay'; ms: number }
-  | { kind: 'partition'; mode: 'drop' | 'reject'; ms: number; quickMs?: number }
+  /** `channels: 'page'` cuts the page channels alone (main channel and return path stay healthy). */
+  | { kind: 'partition'; mode: 'drop' | 'reject'; ms: number; quickMs?: number; channels?: 'all' | 'page' }
   | { kind: 'signal'; target: 'source' | 'destination'; signal: 'SIGKILL' | 'SIGSTOP'; holdMs?: number }
-  | { kind: 'corrupt'; where: 'page' | 'section-header'; offset: number; bit: number };
+  /** main-channel byte `offset` through a relay, or page-channel payload byte `offset` (NFQUEUE). */
+  | { kind: 'corrupt'; where: 'page' | 'section-header' | 'page-channel'; offset: number; bit: number }
+  /** Junk, idle and TLS connections to every page port, from the destination's address. */
+  | { kind: 'stranger' };
 
 export interface GuestSpec {
   ram: string;
   dirtyRate: string;
+  dirtyPattern?: 'uniform' | 'hot' | 'sequential';
+  dirtyRange?: string;
   /** --max-bandwidth; 0 = unlimited (the network shapes). */
   maxBandwidth: string;
   capabilities: string;
@@ -62,12 +70,30 @@ export interface Scenario {
   expect: Expect;
   /** Part of the CI subset (test/chaos/chaos-ci.test.ts). */
   ci?: boolean;
+  /** Extra environment of the first destination (test hooks). */
+  dstEnv?: Record<string, string>;
 }
 
-const RP = 'return-path';
-const SMALL: GuestSpec = { ram: '64M', dirtyRate: '2M', maxBandwidth: '0', capabilities: RP };
+/** The default path (page channels), as `npm start` runs it. */
+const DEFAULT = 'return-path,multifd';
+/** The main channel alone (QEMU's one-channel precopy with a return path). */
+const MAIN_ONLY = 'return-path';
+const SMALL: GuestSpec = { ram: '64M', dirtyRate: '2M', maxBandwidth: '0', capabilities: DEFAULT };
 /** Precopy at 16 MiB/s: iteration lasts ~4 s, long enough to strike in it. */
-const SLOW: GuestSpec = { ram: '64M', dirtyRate: '2M', maxBandwidth: '16M', capabilities: RP };
+const SLOW: GuestSpec = { ram: '64M', dirtyRate: '2M', maxBandwidth: '16M', capabilities: DEFAULT };
+/**
+ * A large final round: a guest rewriting 96 MiB as fast as it can, and a limit so high that it
+ * switches over with all of that dirty — the final page-channel round takes long enough to cut.
+ */
+const BIG_FINAL: GuestSpec = {
+  ram: '256M',
+  dirtyRate: 'max',
+  maxBandwidth: '0',
+  capabilities: DEFAULT,
+  downtimeLimit: 100_000,
+  dirtyPattern: 'sequential',
+  dirtyRange: '96M',
+};
 /**
  * A device with 128 MiB of stop-copy state (a VFIO-like device) and a 20 s downtime limit so the
  * migration still converges: the switchover (device state) phase lasts ~0.5 s to strike in.
@@ -79,7 +105,7 @@ const HEAVY_SWITCH: GuestSpec = {
 };
 const ACK: GuestSpec = {
   ...SMALL,
-  capabilities: `${RP},switchover-ack`,
+  capabilities: `${DEFAULT},switchover-ack`,
   devices: ['precopy:size=16M,prep=5s'],
 };
 
@@ -228,13 +254,54 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     ...base,
-    name: 'corrupt-page-bit',
+    name: 'corrupt-page-channel-bit',
+    phase: 'iteration',
+    trigger: start,
+    impairment: { kind: 'corrupt', where: 'page-channel', offset: 3 * 1024 * 1024 + 777, bit: 3 },
+    guest: SMALL,
+    // the copy fails its checksum and is dropped: migrated when the page is sent again, else the
+    // destination finds it torn at EOF and refuses to start (the retry then migrates it)
+    expect: { outcomes: CLEAN, retryVerified: true },
+    ci: true,
+  },
+  {
+    ...base,
+    name: 'corrupt-main-channel-bit',
     phase: 'iteration',
     trigger: start,
     impairment: { kind: 'corrupt', where: 'page', offset: 3 * 1024 * 1024 + 777, bit: 3 },
-    guest: SMALL,
-    expect: { outcomes: FAIL, retryVerified: true },
+    guest: { ...SMALL, capabilities: MAIN_ONLY },
+    expect: { outcomes: CLEAN, retryVerified: true },
+  },
+  {
+    ...base,
+    name: 'partition-page-channels-iteration',
+    phase: 'iteration',
+    trigger: inIteration,
+    impairment: { kind: 'partition', mode: 'drop', ms: 2000, channels: 'page' },
+    guest: SLOW,
+    expect: { outcomes: CLEAN, retryVerified: true },
     ci: true,
+  },
+  {
+    ...base,
+    name: 'partition-page-channels-switchover',
+    phase: 'switchover',
+    trigger: { on: 'state', to: 'device' },
+    impairment: { kind: 'partition', mode: 'drop', ms: 30_000, quickMs: 10_000, channels: 'page' },
+    guest: BIG_FINAL,
+    expect: { outcomes: FAIL, detectWithinMs: 5000 + 1500, retryVerified: true },
+  },
+  {
+    ...base,
+    name: 'stranger-page-port',
+    phase: 'setup',
+    trigger: { on: 'page-channels' },
+    impairment: { kind: 'stranger' },
+    guest: SMALL,
+    // the destination's page workers wait 3 s (a test hook) so the strangers are there first
+    dstEnv: { SWITCHOVER_TEST_PAGE_CONNECT_DELAY_MS: '3000' },
+    expect: { outcomes: OK },
   },
   {
     ...base,

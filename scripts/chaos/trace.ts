@@ -78,6 +78,7 @@ export function matches(sc: Scenario, line: string): boolean {
   }
   if (!line.startsWith('{')) return false;
   if (tr.on === 'state') return line.includes('"mig:state"') && line.includes(`"to":"${tr.to}"`);
+  if (tr.on === 'page-channels') return line.includes('"mig:page-channels"');
   if (tr.on === 'ack-wait' && line.includes('"mig:dirty-sync"')) {
     const e = JSON.parse(line) as Trace;
     return Number(e.pending) <= Number(e.threshold);
