@@ -130,3 +130,34 @@ t.test('the same migration cancelled by SIGINT after ~1.5 s: cancelled, exit 1, 
   t.notOk(dst.guest, 'destination guest never started');
   t.equal(r.dstDumpExists, false, 'destination never dumped RAM');
 });
+
+/**
+ * The limit is the average on both transports, also where one batch is worth many windows (1 MiB/s:
+ * a 1 MiB batch is ten windows' budget; page channels share one allowance). A guest that never
+ * converges at that rate runs for 4 s; the rate is what left the source over the active time.
+ * (`npm run bench -- --only BW` checks 1M, 8M, 16M and 128M to 5 %.)
+ */
+for (const [transport, caps, limit] of [
+  ['main channel', 'return-path', 1],
+  ['page channels', 'return-path,multifd', 8],
+] as const) {
+  t.test(`${transport}: max-bandwidth ${limit}M is the average rate (within 10 %)`, async (t) => {
+    t.setTimeout(40_000);
+    const r = await runMigration(t, {
+      ram: '64M',
+      capabilities: caps,
+      source: ['--max-bandwidth', `${limit}M`, '--dirty-rate', '64M', '--timeout', '4000', '--quiet'],
+      dumpRam: false,
+      timeoutMs: 30_000,
+    });
+    const src = r.srcReport ?? {};
+    t.equal(src['error-code'], 'MIG_ERR_NOT_CONVERGING', 'ran the whole 4 s');
+    const seconds = (src['total-time'] - src['setup-time']) / 1000;
+    const rate = src.ram?.transferred / seconds / MIB;
+    t.ok(Math.abs(rate - limit) <= limit * 0.1, `${rate.toFixed(2)} MiB/s against ${limit} MiB/s`, {
+      transferred: src.ram?.transferred,
+      seconds,
+      transport: src.ram?.transport,
+    });
+  });
+}
