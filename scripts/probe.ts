@@ -9,6 +9,7 @@
  * Options:
  *   --target HOST:PORT   guest service to probe (repeatable, at least one)
  *   --interval MS        send period, default 1 (fractions allowed; the achieved mean is reported)
+ *   --fast-interval MS   send period while every target is silent (the handover), default --interval
  *   --duration MS        stop after MS (default: run until a signal or --until-file)
  *   --json FILE          also write the full result as JSON
  *   --until-file PATH    stop as soon as PATH exists (checked every 10 ms)
@@ -24,6 +25,14 @@
  * Timing: Node timers have ~1 ms granularity, so the loop schedules against absolute deadlines
  * (start + k·interval) and sends every probe that is due when it wakes (a few at most); after a long
  * event-loop stall it resynchronises instead of bursting. The downtime resolution is ~the interval.
+ *
+ * Cost: every probe wakes the probed service's thread, and the probe shares the CPUs with what it
+ * measures. A target that is not answering (the destination before the guest moves there) is probed
+ * only every COLD_MS until it does, unless every target has been silent for two intervals — the
+ * handover — when all are probed at the full rate. With --fast-interval, that silence is probed
+ * faster still: a run can afford a coarse period while the guest answers and still see the first
+ * reply after the handover within the fast period. The report gives `resolution-ms`: how late the
+ * probe can see each edge of the gap (the period in force before it, the fast one after it).
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
@@ -33,15 +42,16 @@ import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { parseHostPort, runCli } from '../shared/cli.js';
 import { ErrorCode, ParameterError, SocketError } from '../shared/errors.js';
-import { longestGap, meanInterval } from './lib/gaps.js';
+import { basePeriod, longestGap } from './lib/gaps.js';
 
-const USAGE = `usage: npm run probe -- --target HOST:PORT [--target HOST:PORT ...] [--interval MS] [--duration MS] [--json FILE] [--until-file PATH]
+const USAGE = `usage: npm run probe -- --target HOST:PORT [--target HOST:PORT ...] [--interval MS] [--fast-interval MS] [--duration MS] [--json FILE] [--until-file PATH]
 
 Sends a UDP probe (u64 BE sequence number) to every target each interval and reports the longest
 gap between replies from any target as one JSON line on stdout.
 
   --target HOST:PORT   guest service to probe (repeatable, at least one)
   --interval MS        send period in ms (default 1)
+  --fast-interval MS   send period while no target answers (the handover; default --interval)
   --duration MS        stop after MS (default: until SIGINT/SIGTERM or --until-file)
   --json FILE          also write the result as JSON to FILE
   --until-file PATH    stop when PATH exists
@@ -53,10 +63,14 @@ const MAX_CATCH_UP = 4;
 const DRAIN_MS = 20;
 /** Send times are kept for this many recent sequence numbers (for round-trip times). */
 const RING = 1 << 16;
+/** A target silent for longer than this is probed only every COLD_MS (see "Cost" above). */
+const HOT_MS = 50;
+const COLD_MS = 50;
 
 interface ProbeOptions {
   targets: { host: string; port: number; text: string }[];
   interval: number;
+  fastInterval: number;
   duration?: number;
   json?: string;
   untilFile?: string;
@@ -80,6 +94,7 @@ function parse(argv: string[]): ProbeOptions | 'help' {
       options: {
         target: { type: 'string', multiple: true },
         interval: { type: 'string' },
+        'fast-interval': { type: 'string' },
         duration: { type: 'string' },
         json: { type: 'string' },
         'until-file': { type: 'string' },
@@ -94,6 +109,7 @@ function parse(argv: string[]): ProbeOptions | 'help' {
   const v = values as {
     target?: string[];
     interval?: string;
+    'fast-interval'?: string;
     duration?: string;
     json?: string;
     'until-file'?: string;
@@ -109,9 +125,12 @@ function parse(argv: string[]): ProbeOptions | 'help' {
       throw new ParameterError(ErrorCode.USAGE, `--target: port 0 in '${text}'`, { field: '--target' });
     return { ...hp, text };
   });
+  const interval = v.interval === undefined ? 1 : positive(v.interval, '--interval', 60_000);
   return {
     targets,
-    interval: v.interval === undefined ? 1 : positive(v.interval, '--interval', 60_000),
+    interval,
+    fastInterval:
+      v['fast-interval'] === undefined ? interval : positive(v['fast-interval'], '--fast-interval', interval),
     duration: v.duration === undefined ? undefined : positive(v.duration, '--duration', 2 ** 31 - 1),
     json: v.json,
     untilFile: v['until-file'],
@@ -128,9 +147,14 @@ interface Target {
   socket: Socket;
   sent: number;
   replies: number;
+  /** Monotonic ms of its last reply (-Infinity before the first) and of the last probe sent to it. */
+  lastReply: number;
+  lastSent: number;
 }
 
-async function open(t: ProbeOptions['targets'][number]): Promise<Omit<Target, 'sent' | 'replies'>> {
+async function open(
+  t: ProbeOptions['targets'][number],
+): Promise<Omit<Target, 'sent' | 'replies' | 'lastReply' | 'lastSent'>> {
   let address = t.host;
   if (!isIP(address)) {
     try {
@@ -148,7 +172,15 @@ async function open(t: ProbeOptions['targets'][number]): Promise<Omit<Target, 's
 
 async function probe(opts: ProbeOptions): Promise<number> {
   const targets: Target[] = [];
-  for (const t of opts.targets) targets.push({ ...(await open(t)), sent: 0, replies: 0 });
+  for (const t of opts.targets)
+    targets.push({
+      ...(await open(t)),
+      sent: 0,
+      replies: 0,
+      lastReply: Number.NEGATIVE_INFINITY,
+      lastSent: 0,
+    });
+  let lastReplyAny = Number.NEGATIVE_INFINITY;
 
   const sendTimes = new Float64Array(RING);
   const replyTimes: number[] = [];
@@ -165,6 +197,8 @@ async function probe(opts: ProbeOptions): Promise<number> {
       const s = msg.readBigUInt64BE(0);
       if (s >= seq) return; // never sent: not ours
       tg.replies++;
+      tg.lastReply = at;
+      lastReplyAny = at;
       replyTimes.push(at);
       replyTarget.push(i);
       replyTick.push(msg.readDoubleBE(8));
@@ -173,13 +207,19 @@ async function probe(opts: ProbeOptions): Promise<number> {
   });
 
   const buf = Buffer.alloc(8);
+  /** No target answered the last probes: the handover (or a start); probe everyone, fast. */
+  const silent = (at: number) => at - lastReplyAny > opts.interval + opts.fastInterval;
   const sendRound = (at: number): void => {
     buf.writeBigUInt64BE(seq, 0);
     sendTimes[Number(seq % BigInt(RING))] = at;
-    roundTimes.push(at);
     seq++;
+    const handover = silent(at);
+    if (!handover) roundTimes.push(at); // the achieved base period is measured on these
     for (const tg of targets) {
+      const hot = handover || targets.length === 1 || at - tg.lastReply <= HOT_MS;
+      if (!hot && at - tg.lastSent < COLD_MS) continue;
       tg.sent++;
+      tg.lastSent = at;
       tg.socket.send(buf, tg.port, tg.address, () => {});
     }
   };
@@ -209,12 +249,14 @@ async function probe(opts: ProbeOptions): Promise<number> {
     if (stopped) return;
     const n = now();
     let k = 0;
+    const step = silent(n) ? opts.fastInterval : opts.interval;
+    if (next - n > step) next = n + step; // just fell silent: the fast period starts now
     while (n >= next && k < MAX_CATCH_UP) {
       sendRound(n);
-      next += opts.interval;
+      next += step;
       k++;
     }
-    if (n - next >= opts.interval) next = n + opts.interval; // stalled: resync, don't burst
+    if (n - next >= step) next = n + step; // stalled: resync, don't burst
     timer = setTimeout(loop, Math.max(0, next - now()));
   };
 
@@ -231,7 +273,7 @@ async function probe(opts: ProbeOptions): Promise<number> {
     loop();
     // the pair waits for this line before it starts the source, so the probe sees the whole migration
     process.stderr.write(
-      `probe: sending to ${targets.map((t) => t.text).join(', ')} every ${opts.interval} ms\n`,
+      `probe: sending to ${targets.map((t) => t.text).join(', ')} every ${opts.interval} ms${opts.fastInterval < opts.interval ? ` (${opts.fastInterval} ms while none answers)` : ''}\n`,
     );
   }
 
@@ -256,7 +298,7 @@ async function probe(opts: ProbeOptions): Promise<number> {
     'service-downtime': replies ? r3(g.gap) : null,
     'longest-gap': replies ? r3(longest.gap) : null,
     handover: handover !== null,
-    interval: r3(meanInterval(roundTimes) ?? opts.interval),
+    interval: r3(basePeriod(roundTimes, opts.interval)),
     replies,
     sent,
     'gap-start': r3(g.start),
@@ -266,6 +308,8 @@ async function probe(opts: ProbeOptions): Promise<number> {
     'tick-before-gap': gi > 0 ? replyTick[gi - 1]! : null,
     'tick-after-gap': gi > 0 ? replyTick[gi]! : null,
     'requested-interval': opts.interval,
+    'fast-interval': opts.fastInterval,
+    'resolution-ms': { 'gap-start': opts.interval, 'gap-end': opts.fastInterval },
     start: r3(start),
     end: r3(end),
     duration: r3(end - start),

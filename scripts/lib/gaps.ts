@@ -48,11 +48,22 @@ export function longestGap(times: readonly number[]): Gap {
   return { gap: best, start: ts[at - 1]!, end: ts[at]! };
 }
 
-/** Mean distance between consecutive times (the achieved send interval); null with fewer than two. */
-export function meanInterval(times: readonly number[]): number | null {
-  const ts = checked(times, 'meanInterval');
-  if (ts.length < 2) return null;
-  return (ts[ts.length - 1]! - ts[0]!) / (ts.length - 1);
+/**
+ * The achieved send period: mean distance between consecutive times, leaving out distances over
+ * 3 × `interval` (spells when the probe sent at another period, or was stalled); `interval` itself
+ * when there is nothing to measure.
+ */
+export function basePeriod(times: readonly number[], interval: number): number {
+  const ts = checked(times, 'basePeriod');
+  let sum = 0;
+  let n = 0;
+  for (let i = 1; i < ts.length; i++) {
+    const d = ts[i]! - ts[i - 1]!;
+    if (d > 3 * interval) continue;
+    sum += d;
+    n++;
+  }
+  return n ? sum / n : interval;
 }
 
 /** Every gap longer than `threshold`, in time order (for spotting several stalls in one run). */

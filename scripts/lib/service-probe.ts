@@ -36,13 +36,15 @@ export class ServiceProbe {
   }
 
   /** Starts the probe process; resolves once it is sending (false if it never got there in time). */
-  start(targets: string[], intervalMs = 1): Promise<boolean> {
+  start(targets: string[], intervalMs = 5, fastMs = Math.min(1, intervalMs)): Promise<boolean> {
     const args = [
       '--import',
       'tsx',
       join(ROOT, 'scripts/probe.ts'),
       '--interval',
       String(intervalMs),
+      '--fast-interval',
+      String(fastMs),
       '--until-file',
       this.#untilFile,
     ];
@@ -81,6 +83,7 @@ export class ServiceProbe {
       return {
         'service-downtime': r['service-downtime'],
         interval: r.interval,
+        'resolution-ms': r['resolution-ms'],
         replies: r.replies,
         sent: r.sent,
         'longest-gap': r['longest-gap'],

@@ -29,7 +29,7 @@ t.test('flush settles after a small write queued behind a full kernel buffer', a
   const batch = Buffer.alloc(1 << 20);
   for (let i = 0; i < 32; i++) await w.write(batch);
   // tiny writes until one is queued in Node (the kernel buffer is full), like the final EOF record
-  while (sock.writableLength === 0) await w.write(Buffer.alloc(8));
+  while (sock.writableLength === 0) await w.write(Buffer.alloc(1024)); // under the 16 KiB high-water mark
   t.equal(sock.writableNeedDrain, false, 'the queued write did not ask for drain');
   const t0 = Date.now();
   await w.flush();
