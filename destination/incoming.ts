@@ -36,6 +36,7 @@ import { TraceEvent, Tracer } from '../shared/trace.js';
 import { ImageDigestLoader } from './image-digest.js';
 import { refuse } from './listener.js';
 import { LoadVm } from './loadvm.js';
+import { openMainReader } from './main-reader.js';
 import { RamLoader } from './ram/ram-load.js';
 import { ReturnPath } from './return-path.js';
 
@@ -103,7 +104,9 @@ export class IncomingMigration {
   }
 
   /** The main channel: read, frame, step each record in order. */
-  async runMain(socket: net.Socket, migrationId: Buffer): Promise<void> {
+  async runMain(accepted: net.Socket, migrationId: Buffer): Promise<void> {
+    const reader = openMainReader(accepted);
+    const socket = reader.socket;
     this.#main = socket;
     this.#migrationId = migrationId;
     this.state = 'header';
@@ -120,8 +123,7 @@ export class IncomingMigration {
         socket.destroy();
       });
     }
-    const framer = new StreamFramer();
-    const reader = new ChunkReader(socket);
+    const framer = new StreamFramer({ transient: reader.transient });
     try {
       // not `for await`: leaving that loop on an error destroys the socket, and the ERROR frame
       // that tells the source why must still go out on it (see fail())
@@ -130,6 +132,8 @@ export class IncomingMigration {
           await this.#step(rec);
           if ((this.state as IncomingState) === 'running') return;
         }
+        // every record so far is processed: the memory of the bytes it came from may be reused
+        reader.release(framer.consumed);
       }
       framer.end();
       throw new ProtocolError(
@@ -398,43 +402,6 @@ export class IncomingMigration {
 
   get guest(): Guest | null {
     return this.#guest;
-  }
-}
-
-/** Pulls chunks from a socket one at a time (paused while the consumer is busy), without owning its lifetime. */
-class ChunkReader {
-  readonly #chunks: Buffer[] = [];
-  #ended = false;
-  #wake: (() => void) | null = null;
-
-  constructor(private readonly socket: net.Socket) {
-    socket.on('data', (c: Buffer) => {
-      this.#chunks.push(c);
-      if (this.#chunks.length >= 8) socket.pause();
-      this.#wake?.();
-    });
-    const end = () => {
-      this.#ended = true;
-      this.#wake?.();
-    };
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', end);
-    socket.resume();
-  }
-
-  /** The next chunk, or null once the source closed the channel. */
-  async next(): Promise<Buffer | null> {
-    while (this.#chunks.length === 0) {
-      if (this.#ended) return null;
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
-      this.#wake = null;
-    }
-    const c = this.#chunks.shift()!;
-    if (this.#chunks.length < 4) this.socket.resume();
-    return c;
   }
 }
 

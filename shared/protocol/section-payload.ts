@@ -3,24 +3,32 @@
  * copied by the framer. A RAM batch (1 MiB of pages across ~16 socket chunks) is copied once, from
  * these views straight into guest RAM; joining it first would copy every page twice and allocate a
  * megabyte per batch. Handlers that want one Buffer call bytes() (one copy, only when the payload
- * spans chunks; cached).
+ * spans chunks or lives in memory the reader reuses; cached). The parts are valid while the handler's
+ * loadState runs; a transient payload's parts are reused after it.
  */
 export class SectionPayload {
   readonly length: number;
   #joined: Buffer | null;
 
-  constructor(readonly parts: readonly Buffer[]) {
+  constructor(
+    readonly parts: readonly Buffer[],
+    /** The parts are views of memory the reader reuses once the record is processed. */
+    readonly transient = false,
+  ) {
     let n = 0;
     for (const p of parts) n += p.length;
     this.length = n;
-    this.#joined = parts.length === 1 ? parts[0]! : null;
+    this.#joined = parts.length === 1 && !transient ? parts[0]! : null;
   }
 
   static of(bytes: Buffer): SectionPayload {
     return new SectionPayload([bytes]);
   }
 
-  /** The payload in one Buffer: the chunk view itself when it arrived in one piece, else one copy. */
+  /**
+   * The payload in one Buffer a handler may keep: the chunk view itself when it arrived in one
+   * piece of memory that is not reused, else one copy.
+   */
   bytes(): Buffer {
     this.#joined ??= Buffer.concat(this.parts as Buffer[], this.length);
     return this.#joined;

@@ -49,8 +49,17 @@ export class StreamFramer {
   #need = 1;
   #error: unknown;
 
-  constructor(opts: { maxSectionPayload?: number } = {}) {
+  /** Chunks fed in live in reused memory: payloads say so (SectionPayload.transient). */
+  readonly #transient: boolean;
+
+  constructor(opts: { maxSectionPayload?: number; transient?: boolean } = {}) {
     this.#maxSectionPayload = opts.maxSectionPayload ?? MAX_SECTION_PAYLOAD;
+    this.#transient = opts.transient ?? false;
+  }
+
+  /** Bytes of the stream returned as records so far (everything before this offset is processed by the caller once it handled them). */
+  get consumed(): number {
+    return this.#consumed;
   }
 
   /** Bytes buffered but not yet a record. */
@@ -178,7 +187,7 @@ export class StreamFramer {
   /** A whole section is buffered: its header and footer are read, its payload taken as chunk views. */
   #takeSection(m: { payloadAt: number; payloadLen: number }, start: number): StreamRecord {
     const head = this.#queue.take(m.payloadAt);
-    const payload = new SectionPayload(this.#queue.takeParts(m.payloadLen));
+    const payload = new SectionPayload(this.#queue.takeParts(m.payloadLen), this.#transient);
     const footer = this.#queue.take(5);
     const r = new ByteReader(head, 'stream', start);
     const type = r.u8();

@@ -61,6 +61,8 @@ export interface NativeHash {
   adviseHugePages(ram: Uint8Array): number;
   /** memcpy of `src` into `dst` at `dstOffset` (V8 copies into shared memory byte by byte when misaligned). */
   copyInto(dst: Uint8Array, dstOffset: number, src: Uint8Array): void;
+  /** A duplicate of socket descriptor `fd` (close-on-exec), or -errno. */
+  dupFd(fd: number): number;
 }
 
 const SOURCE = fileURLToPath(new URL('../../native/page-hash.c', import.meta.url));
