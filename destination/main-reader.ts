@@ -85,8 +85,9 @@ class RingReader implements MainReader {
   private constructor(fd: number, early: Buffer | null, native: NativeHash) {
     const ram = new SharedArrayBuffer(RING_BYTES);
     native.adviseHugePages(new Uint8Array(ram));
+    // touched only as far as the stream reaches (with page channels the main channel carries a few
+    // MiB); in 2 MiB pages the whole ring is 16 faults
     this.#ring = Buffer.from(ram);
-    this.#ring.fill(0); // fault it in now, not during the migration
     if (early?.length) this.#push(Buffer.from(early), 0);
     // Node 20 honours onread for a socket made from a descriptor; its type declarations omit it
     const opts: net.SocketConstructorOpts & { onread: net.OnReadOpts } = {

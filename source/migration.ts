@@ -366,8 +366,7 @@ export class SourceMigration {
     const main = this.#main!;
     const saveVm = this.#saveVm!;
     const t = this.tracer;
-    this.#downtimeStart = monotonicMs();
-    t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-start' });
+    this.#downtimeStart = t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-start' }).t;
     this.#guestStoppedHere = this.opts.guest.running;
     this.#stopping = this.opts.guest.stop();
     await this.#stopping;
@@ -383,9 +382,9 @@ export class SourceMigration {
     await this.#guard(main.flush());
     if (this.#rp) await this.#waitShut();
     this.#check();
-    this.#completedAt = monotonicMs();
+    // the checkpoint's own time is the end: the report's downtime and its breakdown agree exactly
+    this.#completedAt = t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-end' }).t;
     this.#downtime = this.#completedAt - this.#downtimeStart;
-    t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-end' });
   }
 
   /** After SHUT the destination's guest checks its own memory and reports on the return path. */

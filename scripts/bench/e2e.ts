@@ -1,19 +1,20 @@
 /**
- * `npm run bench [-- --runs N] [--quick] [--only W1,TLS,W2,W3]` — end-to-end migration benchmarks, each
- * run as two real processes over loopback, against the raw-TCP baseline measured in the same run
+ * `npm run bench [-- --runs N] [--quick] [--only W1,TLS,W2,W3,BW]` — end-to-end migration benchmarks,
+ * each run as two real processes over loopback, against the raw-TCP baseline measured in the same run
  * (a plain Node socket pipe between two processes, 1 MiB writes): ratios, not absolute figures.
  *
  *   W1  1 GiB random guest, paused (no dirtying): throughput (transferred / (total − setup)), total
- *       time, downtime; main channel, and 1, 2, 4 page channels (multifd)
- *   W2  1 GiB random guest sweeping a 64 MiB range as fast as it can (sequential, max): downtime at
- *       downtime-limit 300 and 50 against the floor 64 MiB ÷ raw rate
- *   TLS W1 on the main channel with TLS-PSK and with x509 (compare with W1's main-channel row)
- *   W3  4 GiB paused guest: time per GiB against W1's
- *   OBS W1 (2 page channels) and W2 (limit 300) again with the outside UDP probe every 1 ms, to show
- *       what the observer costs and the service downtime a client sees. Every other case runs with
- *       `--probe-interval 0`: the probe wakes three threads 1000 times a second each, which on 2
- *       cores is guest activity (a "paused" guest that answers 1000 requests a second is not paused)
- *       and took ~25 % off W1's page-channel throughput here.
+ *       time, downtime. First what the user runs: `npm start` with its defaults (2 page channels and
+ *       the outside probe at its default period), then the same without the probe (the probe's
+ *       cost), the main channel alone (`--capabilities return-path`), 1 and 4 page channels.
+ *   W2  1 GiB random guest sweeping a 64 MiB range as fast as it can (sequential, max), `npm start`
+ *       defaults (probe included): downtime at downtime-limit 300 and 50 against the floor
+ *       1.5 × 64 MiB ÷ that run's raw rate + 5 ms
+ *   TLS W1 with TLS-PSK and x509: the main channel (as before), and the default page channels with PSK
+ *   W3  4 GiB paused guest, default path without the probe: time per GiB against W1's
+ *   BW  max-bandwidth 1M, 8M, 16M and 128M on the main channel and on page channels: a guest that
+ *       cannot converge runs 5 s and the rate that left the source is compared with the limit (once
+ *       each: this checks accuracy, not speed)
  *   and peak RSS of both processes for each, against guest RAM + 25 % + 100 MiB.
  * Each configuration runs N times (default 3), interleaved with the others, each run paired with a
  * raw-TCP measurement taken just before it: median (min–max) of per-run figures and ratios. One run
@@ -36,7 +37,7 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'W1,TLS,W2,W3,OBS' },
+    only: { type: 'string', default: 'W1,TLS,W2,W3,BW' },
   },
 });
 const RUNS = Number(values.runs);
@@ -118,8 +119,8 @@ interface Case {
   name: string;
   ram: number;
   args: string[];
-  /** Outside probe period in ms; 0 = no probe (see OBS above). */
-  probe: number;
+  /** Outside probe period in ms; 0 = no probe; null = the pair's default. */
+  probe: number | null;
 }
 
 const channelArgs = (n: number) =>
@@ -127,9 +128,19 @@ const channelArgs = (n: number) =>
     ? ['--capabilities', 'return-path']
     : ['--capabilities', 'return-path,multifd', '--multifd-channels', String(n)];
 const paused = (ram: number) => ['--ram', String(ram), '--dirty-rate', '0', '--max-bandwidth', '0'];
+/** Probe period of a case: null = the pair's default (what `npm start` does), 0 = none. */
+const DEFAULT_PROBE = null;
 const cases: Case[] = [];
-if (ONLY.has('W1'))
-  for (const ch of [0, 1, 2, 4])
+if (ONLY.has('W1')) {
+  cases.push({
+    workload: 'W1',
+    name: 'npm start defaults (probe on)',
+    ram: W1_RAM,
+    args: paused(W1_RAM),
+    probe: DEFAULT_PROBE,
+  });
+  cases.push({ workload: 'W1', name: 'defaults, no probe', ram: W1_RAM, args: paused(W1_RAM), probe: 0 });
+  for (const ch of [0, 1, 4])
     cases.push({
       workload: 'W1',
       name: ch === 0 ? 'main channel' : `${ch} page channels`,
@@ -137,8 +148,9 @@ if (ONLY.has('W1'))
       args: [...paused(W1_RAM), ...channelArgs(ch)],
       probe: 0,
     });
-// what encryption costs: W1 on the main channel with TLS (page channels do not carry TLS yet)
-if (ONLY.has('TLS'))
+}
+// what encryption costs: W1 with TLS (compare with the no-probe rows above)
+if (ONLY.has('TLS')) {
   for (const mode of ['psk', 'x509'])
     cases.push({
       workload: 'TLS',
@@ -147,6 +159,14 @@ if (ONLY.has('TLS'))
       args: [...paused(W1_RAM), ...channelArgs(0), '--tls', mode],
       probe: 0,
     });
+  cases.push({
+    workload: 'TLS',
+    name: 'W1 page channels, TLS psk',
+    ram: W1_RAM,
+    args: [...paused(W1_RAM), '--tls', 'psk'],
+    probe: 0,
+  });
+}
 const w2Args = (limit: number) => [
   '--ram',
   String(W1_RAM),
@@ -160,43 +180,26 @@ const w2Args = (limit: number) => [
   '0',
   '--downtime-limit',
   String(limit),
-  ...channelArgs(2),
 ];
 if (ONLY.has('W2'))
   for (const limit of [300, 50])
     cases.push({
       workload: 'W2',
-      name: `downtime-limit ${limit}, 2 page channels`,
+      name: `downtime-limit ${limit}, npm start defaults`,
       ram: W1_RAM,
       args: w2Args(limit),
-      probe: 0,
+      probe: DEFAULT_PROBE,
     });
 if (ONLY.has('W3'))
   cases.push({
     workload: 'W3',
-    name: `${W3_RAM / GiB} GiB, 2 page channels`,
+    name: `${W3_RAM / GiB} GiB, defaults, no probe`,
     ram: W3_RAM,
-    args: [...paused(W3_RAM), ...channelArgs(2)],
+    args: paused(W3_RAM),
     probe: 0,
   });
-if (ONLY.has('OBS')) {
-  cases.push({
-    workload: 'OBS',
-    name: 'W1 2 page channels, probe 1 ms',
-    ram: W1_RAM,
-    args: [...paused(W1_RAM), ...channelArgs(2)],
-    probe: 1,
-  });
-  cases.push({
-    workload: 'OBS',
-    name: 'W2 limit 300, probe 1 ms',
-    ram: W1_RAM,
-    args: w2Args(300),
-    probe: 1,
-  });
-}
 
-const caseArgs = (c: Case) => [...c.args, '--probe-interval', String(c.probe)];
+const caseArgs = (c: Case) => (c.probe === null ? c.args : [...c.args, '--probe-interval', String(c.probe)]);
 
 await mkdir(work, { recursive: true });
 /**
@@ -223,13 +226,14 @@ for (let i = 0; i < RUNS; i++) {
 // one more run per case writes --dump-ram (inside the downtime, so it is kept out of the timing figures)
 for (const [k, res] of results.entries())
   res.check = await migrate(caseArgs(res.case), true, `${res.case.workload}-${k}-check`);
+const bw = ONLY.has('BW') ? await bandwidthAccuracy() : [];
 await rm(work, { recursive: true, force: true });
 
 const rawRate = spread(rawRates);
 /** W2's bar for one run: 1.5 x (range / that run's raw rate) + 5 ms. */
 const w2Bar = (r: Run) => 1.5 * (W2_RANGE / r.rawBps) * 1000 + 5;
 const w1PerGiB = (() => {
-  const w1 = results.find((r) => r.case.workload === 'W1' && r.case.name === '2 page channels');
+  const w1 = results.find((r) => r.case.workload === 'W1' && r.case.name === 'defaults, no probe');
   return w1
     ? spread(w1.runs.map((r) => (r['total-time'] - r['setup-time']) / (W1_RAM / GiB))).median
     : Number.NaN;
@@ -257,7 +261,7 @@ for (const { case: c, runs, check } of results) {
   const total = spread(runs.map((r) => r['total-time']));
   const down = spread(runs.map((r) => r.downtime));
   const iters = spread(runs.map((r) => r.iterations));
-  const service = c.probe > 0 ? spread(runs.map((r) => r.probe?.['service-downtime'] ?? Number.NaN)) : null;
+  const service = c.probe !== 0 ? spread(runs.map((r) => r.probe?.['service-downtime'] ?? Number.NaN)) : null;
   const perGiB = spread(runs.map((r) => (r['total-time'] - r['setup-time']) / (c.ram / GiB)));
   const rss = {
     source: Math.max(...runs.map((r) => r['peak-rss']?.source ?? 0)),
@@ -312,13 +316,79 @@ if (w2.length)
     `W2 bar per run = 1.5 × (range ÷ that run's raw) + 5 ms; runs within it: ${w2.map((x) => `${x.case}: ${x.w2WithinBar}/${RUNS}`).join(', ')}\n`,
   );
 process.stdout.write(
-  `W3 ms/GiB vs W1 (2 channels) ${w1PerGiB.toFixed(0)} ms/GiB; RSS cap = RAM + 25 % + 100 MiB\n`,
+  `W3 ms/GiB vs W1 (defaults, no probe) ${w1PerGiB.toFixed(0)} ms/GiB; RSS cap = RAM + 25 % + 100 MiB\n`,
 );
+const probeCost = (() => {
+  const on = summary.find((x) => x.case === 'npm start defaults (probe on)');
+  const off = summary.find((x) => x.case === 'defaults, no probe');
+  if (!on || !off) return null;
+  const med = (x: Record<string, unknown>) => (x.gbps as { median: number }).median;
+  return med(on) / med(off);
+})();
+if (probeCost !== null)
+  process.stdout.write(`W1 with the default probe / without: ${probeCost.toFixed(3)} (median GB/s)\n`);
+if (bw.length) {
+  const rows = [['transport', 'max-bandwidth', 'measured MiB/s', 'ratio', 'within 5 %']];
+  for (const b of bw)
+    rows.push([
+      b.transport,
+      b.limit,
+      b.measured.toFixed(2),
+      b.ratio.toFixed(3),
+      String(Math.abs(b.ratio - 1) <= 0.05),
+    ]);
+  process.stdout.write(`${table(rows)}\n`);
+}
 const out = await writeResult('e2e', {
   quick: QUICK,
   runs: RUNS,
   rawTcp: { rates: rawRates, median: rawRate.median },
   machine: { damon },
   summary,
+  probeCost,
+  bandwidthAccuracy: bw,
 });
 process.stdout.write(`wrote ${out}\n`);
+
+/**
+ * BW: a 256 MiB guest dirtying as fast as it can never converges at these limits; after 5 s the
+ * source gives up (MIG_ERR_NOT_CONVERGING) and the rate that left it is transferred over the active
+ * time. Once per case: it checks accuracy, not speed.
+ */
+async function bandwidthAccuracy(): Promise<
+  { transport: string; limit: string; measured: number; ratio: number; status: string }[]
+> {
+  const out = [];
+  for (const [transport, caps] of [
+    ['main channel', 'return-path'],
+    ['page channels', 'return-path,multifd'],
+  ] as const) {
+    for (const limit of ['1M', '8M', '16M', '128M']) {
+      const r = await migrate(
+        [
+          '--ram',
+          '256M',
+          '--dirty-rate',
+          'max',
+          '--capabilities',
+          caps,
+          '--max-bandwidth',
+          limit,
+          '--timeout',
+          '5000',
+          '--probe-interval',
+          '0',
+        ],
+        false,
+        `BW-${caps}-${limit}`,
+      );
+      const mib = (r.ram?.transferred ?? 0) / ((r['total-time'] - r['setup-time']) / 1000) / 2 ** 20;
+      const want = Number(limit.slice(0, -1));
+      process.stderr.write(
+        `BW ${transport} ${limit}: ${mib.toFixed(2)} MiB/s (${r.status} ${r['error-code'] ?? ''})\n`,
+      );
+      out.push({ transport, limit, measured: mib, ratio: mib / want, status: String(r.status) });
+    }
+  }
+  return out;
+}
