@@ -46,6 +46,45 @@ const MIN_READ = 64 << 10;
 /** Chunks waiting for the consumer before the socket is paused. */
 const QUEUE_MAX = 16;
 
+/** Chunks read and not yet taken by the consumer, and the wait for the next one. */
+abstract class QueuedChunks {
+  protected readonly queue: Buffer[] = [];
+  #ended = false;
+  #wake: (() => void) | null = null;
+
+  /** The next chunk, or null once the source closed the channel. */
+  async next(): Promise<Buffer | null> {
+    while (this.queue.length === 0) {
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+      this.#wake = null;
+    }
+    const c = this.queue.shift()!;
+    this.taken();
+    return c;
+  }
+
+  /** A chunk was taken: the reader may read again. */
+  protected abstract taken(): void;
+
+  protected arrived(chunk: Buffer): void {
+    this.queue.push(chunk);
+    this.#wake?.();
+  }
+
+  protected watchEnd(socket: net.Socket): void {
+    const end = () => {
+      this.#ended = true;
+      this.#wake?.();
+    };
+    socket.on('end', end);
+    socket.on('close', end);
+    socket.on('error', end);
+  }
+}
+
 interface Extent {
   /** Stream offset just past this chunk. */
   end: number;
@@ -53,7 +92,7 @@ interface Extent {
   ringBytes: number;
 }
 
-class RingReader implements MainReader {
+class RingReader extends QueuedChunks implements MainReader {
   readonly transient = true;
   readonly socket: net.Socket;
   readonly #ring: Buffer;
@@ -65,9 +104,6 @@ class RingReader implements MainReader {
   /** Chunks handed out and not yet released, in stream order. */
   readonly #extents: Extent[] = [];
   #offset = 0;
-  readonly #queue: Buffer[] = [];
-  #ended = false;
-  #wake: (() => void) | null = null;
 
   /** The same connection on a duplicate descriptor, read into the ring; null if that fails. */
   static reopen(accepted: net.Socket, fd: number, native: NativeHash): RingReader | null {
@@ -83,6 +119,7 @@ class RingReader implements MainReader {
   }
 
   private constructor(fd: number, early: Buffer | null, native: NativeHash) {
+    super();
     const ram = new SharedArrayBuffer(RING_BYTES);
     native.adviseHugePages(new Uint8Array(ram));
     // touched only as far as the stream reaches (with page channels the main channel carries a few
@@ -97,26 +134,11 @@ class RingReader implements MainReader {
       onread: { buffer: () => this.#nextBuffer(), callback: (n, buf) => this.#onRead(n, buf) },
     };
     this.socket = new net.Socket(opts);
-    const end = () => {
-      this.#ended = true;
-      this.#wake?.();
-    };
-    this.socket.on('end', end);
-    this.socket.on('close', end);
-    this.socket.on('error', end);
+    this.watchEnd(this.socket);
   }
 
-  async next(): Promise<Buffer | null> {
-    while (this.#queue.length === 0) {
-      if (this.#ended) return null;
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
-      this.#wake = null;
-    }
-    const c = this.#queue.shift()!;
-    if (this.#queue.length < QUEUE_MAX / 2 && this.socket.isPaused()) this.socket.resume();
-    return c;
+  protected taken(): void {
+    if (this.queue.length < QUEUE_MAX / 2 && this.socket.isPaused()) this.socket.resume();
   }
 
   release(offset: number): void {
@@ -152,51 +174,32 @@ class RingReader implements MainReader {
       this.#inUse += n;
     }
     this.#push(Buffer.from(buf.buffer, buf.byteOffset, n), ringBytes);
-    this.#wake?.();
-    return this.#queue.length < QUEUE_MAX;
+    return this.queue.length < QUEUE_MAX;
   }
 
   #push(chunk: Buffer, ringBytes: number): void {
     this.#offset += chunk.length;
     this.#extents.push({ end: this.#offset, ringBytes });
-    this.#queue.push(chunk);
+    this.arrived(chunk);
   }
 }
 
-/** Pulls Node's chunks from a socket one at a time (paused while the consumer is busy). */
-class ChunkReader implements MainReader {
+/** Node's own chunks ('data' events), the socket paused while the consumer is behind. */
+class ChunkReader extends QueuedChunks implements MainReader {
   readonly transient = false;
-  readonly #chunks: Buffer[] = [];
-  #ended = false;
-  #wake: (() => void) | null = null;
 
   constructor(readonly socket: net.Socket) {
+    super();
     socket.on('data', (c: Buffer) => {
-      this.#chunks.push(c);
-      if (this.#chunks.length >= 8) socket.pause();
-      this.#wake?.();
+      this.arrived(c);
+      if (this.queue.length >= 8) socket.pause();
     });
-    const end = () => {
-      this.#ended = true;
-      this.#wake?.();
-    };
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', end);
+    this.watchEnd(socket);
     socket.resume();
   }
 
-  async next(): Promise<Buffer | null> {
-    while (this.#chunks.length === 0) {
-      if (this.#ended) return null;
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
-      this.#wake = null;
-    }
-    const c = this.#chunks.shift()!;
-    if (this.#chunks.length < 4) this.socket.resume();
-    return c;
+  protected taken(): void {
+    if (this.queue.length < 4) this.socket.resume();
   }
 
   /** Node's chunks are fresh buffers: nothing to reuse. */

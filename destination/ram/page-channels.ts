@@ -11,7 +11,7 @@ import { monotonicMs } from '../../shared/guest/vcpu-control.js';
 import type { LoadContext } from '../../shared/handlers.js';
 import type { PageChannelPorts } from '../../shared/protocol/ram-records.js';
 import { prepareNativeHash } from '../../shared/ram/native-hash.js';
-import type { PageWorkerEvent } from '../../shared/ram/page-channel.js';
+import { closePageWorkers, type PageWorkerEvent } from '../../shared/ram/page-channel.js';
 import { spawnTsWorker } from '../../shared/worker/spawn.js';
 
 export const PAGE_WORKER_ENTRY = new URL('./page-worker.ts', import.meta.url);
@@ -128,10 +128,7 @@ export class DestinationPageChannels {
   }
 
   close(): void {
-    for (const w of this.#workers) w.postMessage({ type: 'close' });
-    setTimeout(() => {
-      for (const w of this.#workers) void w.terminate();
-    }, 200).unref();
+    closePageWorkers(this.#workers);
   }
 
   #onWorker(m: PageWorkerEvent): void {

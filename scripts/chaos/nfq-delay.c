@@ -8,22 +8,15 @@
  * Built by scripts/chaos/impairments.ts with: gcc -O2 nfq-delay.c -lnetfilter_queue
  */
 #include <arpa/inet.h>
-#include <errno.h>
-#include <libnetfilter_queue/libnetfilter_queue.h>
-#include <linux/netfilter.h>
-#include <linux/netlink.h>
+#include "nfq-common.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <time.h>
 
 #define MAXQ 65536
-#ifndef SOL_NETLINK
-#define SOL_NETLINK 270
-#endif
 
 struct held { uint32_t id; double due; double at; };
 static struct held q[MAXQ];
@@ -72,18 +65,10 @@ int main(int argc, char **argv) {
   if (argc != 3) { fprintf(stderr, "usage: nfq-delay QUEUE_NUM DELAY_MS\n"); return 2; }
   int num = atoi(argv[1]);
   delay_ms = atof(argv[2]);
-  struct nfq_handle *h = nfq_open();
-  if (!h) { perror("nfq_open"); return 1; }
-  nfq_unbind_pf(h, AF_INET);
-  if (nfq_bind_pf(h, AF_INET) < 0) { perror("nfq_bind_pf"); return 1; }
-  struct nfq_q_handle *qh = nfq_create_queue(h, num, &on_packet, NULL);
-  if (!qh) { perror("nfq_create_queue"); return 1; }
-  if (nfq_set_mode(qh, NFQNL_COPY_META, 0) < 0) { perror("nfq_set_mode"); return 1; }
-  nfq_set_queue_maxlen(qh, MAXQ);
-  int fd = nfq_fd(h);
-  nfnl_rcvbufsiz(nfq_nfnlh(h), 32 * 1024 * 1024);
-  int one = 1;
-  setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof one);
+  struct nfq_handle *h;
+  struct nfq_q_handle *qh;
+  int fd = nfq_bind_queue(num, &on_packet, NFQNL_COPY_META, 0, MAXQ, 32 * 1024 * 1024, &h, &qh);
+  if (fd < 0) return 1;
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
   printf("ready\n");
@@ -100,11 +85,7 @@ int main(int argc, char **argv) {
     int r = poll(&p, 1, timeout);
     if (r < 0 && errno != EINTR) { perror("poll"); break; }
     if (r > 0) {
-      for (;;) {
-        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (n < 0) break;
-        nfq_handle_packet(h, buf, (int)n);
-      }
+      nfq_drain(h, fd, buf, sizeof buf);
     }
   }
   release(qh, 1);

@@ -12,21 +12,14 @@
  * Built by scripts/chaos/helpers.ts with: gcc -O2 nfq-flip.c -lnetfilter_queue
  */
 #include <arpa/inet.h>
-#include <errno.h>
-#include <libnetfilter_queue/libnetfilter_queue.h>
-#include <linux/netfilter.h>
-#include <linux/netlink.h>
+#include "nfq-common.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <time.h>
 
-#ifndef SOL_NETLINK
-#define SOL_NETLINK 270
-#endif
 
 static unsigned long long after, seen, packets;
 static int bit, flipped;
@@ -92,18 +85,10 @@ int main(int argc, char **argv) {
   int num = atoi(argv[1]);
   after = strtoull(argv[2], NULL, 10);
   bit = atoi(argv[3]) & 7;
-  struct nfq_handle *h = nfq_open();
-  if (!h) { perror("nfq_open"); return 1; }
-  nfq_unbind_pf(h, AF_INET);
-  if (nfq_bind_pf(h, AF_INET) < 0) { perror("nfq_bind_pf"); return 1; }
-  struct nfq_q_handle *qh = nfq_create_queue(h, num, &on_packet, NULL);
-  if (!qh) { perror("nfq_create_queue"); return 1; }
-  if (nfq_set_mode(qh, NFQNL_COPY_PACKET, 0xffff) < 0) { perror("nfq_set_mode"); return 1; }
-  nfq_set_queue_maxlen(qh, 65536);
-  int fd = nfq_fd(h);
-  nfnl_rcvbufsiz(nfq_nfnlh(h), 64 * 1024 * 1024);
-  int one = 1;
-  setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof one);
+  struct nfq_handle *h;
+  struct nfq_q_handle *qh;
+  int fd = nfq_bind_queue(num, &on_packet, NFQNL_COPY_PACKET, 0xffff, 65536, 64 * 1024 * 1024, &h, &qh);
+  if (fd < 0) return 1;
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
   printf("ready\n");
@@ -114,11 +99,7 @@ int main(int argc, char **argv) {
     int r = poll(&p, 1, 100);
     if (r < 0 && errno != EINTR) { perror("poll"); break; }
     if (r > 0) {
-      for (;;) {
-        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (n < 0) break;
-        nfq_handle_packet(h, buf, (int)n);
-      }
+      nfq_drain(h, fd, buf, sizeof buf);
     }
   }
   printf("{\"packets\":%llu,\"payload-bytes\":%llu}\n", packets, seen);

@@ -13,6 +13,7 @@
  *   SENT_KIB   KiB handed to the sockets by all workers (Atomics.add)
  *   BATCH      pages per batch (smaller when max-bandwidth allows less than 256 pages a window)
  */
+import type { Worker } from 'node:worker_threads';
 import type { ChannelSecurity } from '../handlers.js';
 
 export const SRC = {
@@ -60,3 +61,14 @@ export type PageWorkerCommand =
   /** Destination: connect to host:port, from our address on the main connection (`from`, '' = any). */
   | { type: 'connect'; host: string; port: number; from: string }
   | { type: 'close' };
+
+/** How long page workers get to close their sockets before they are terminated. */
+const CLOSE_GRACE_MS = 200;
+
+/** Tells every page worker to close, and terminates those still running after a short grace. */
+export function closePageWorkers(workers: readonly Worker[]): void {
+  for (const w of workers) w.postMessage({ type: 'close' } satisfies PageWorkerCommand);
+  setTimeout(() => {
+    for (const w of workers) void w.terminate();
+  }, CLOSE_GRACE_MS).unref();
+}

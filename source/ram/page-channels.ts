@@ -18,7 +18,7 @@ import type { SaveContext, SectionSink } from '../../shared/handlers.js';
 import { encodePageChannels, encodeRamFinalRound } from '../../shared/protocol/ram-records.js';
 import type { RpMessage } from '../../shared/protocol/return-path-codec.js';
 import { prepareNativeHash } from '../../shared/ram/native-hash.js';
-import { type PageWorkerEvent, SRC, SRC_WORDS } from '../../shared/ram/page-channel.js';
+import { closePageWorkers, type PageWorkerEvent, SRC, SRC_WORDS } from '../../shared/ram/page-channel.js';
 import { TraceEvent } from '../../shared/trace.js';
 import { spawnTsWorker } from '../../shared/worker/spawn.js';
 import { batchPagesFor, type PageTransport, type TransportTables } from './transport.js';
@@ -217,10 +217,7 @@ export class PageChannels implements PageTransport {
   }
 
   close(): void {
-    for (const w of this.#workers) w.postMessage({ type: 'close' });
-    setTimeout(() => {
-      for (const w of this.#workers) void w.terminate();
-    }, 200).unref();
+    closePageWorkers(this.#workers);
   }
 
   #onWorker(m: PageWorkerEvent): void {
