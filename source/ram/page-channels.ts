@@ -176,9 +176,11 @@ export class PageChannels implements PageTransport {
   }
 
   /**
-   * A new window's allowance (0 = unlimited). Unused allowance does not carry over (QEMU forgives
-   * it too: an idle spell must not buy a burst), an overshoot does (two workers can pass the check
-   * at once): allow = min(allow, sent) + budget.
+   * A new window's allowance (0 = unlimited): a token bucket shared by the workers. Unused allowance
+   * carries over only up to one batch per worker — a worker waiting for room for a whole batch must
+   * be able to collect it (forgetting every leftover held 16 MiB/s to ~10 with 1 MiB batches), but an
+   * idle spell must not buy a burst; an overshoot carries over as debt (two workers can pass the
+   * check at once): allow = min(allow, sent + one batch per worker) + budget.
    */
   refill(bytesPerWindow: number): void {
     const c = this.#control;
@@ -188,7 +190,9 @@ export class PageChannels implements PageTransport {
       Atomics.store(c, SRC.UNLIMITED, 0);
       const sent = Atomics.load(c, SRC.SENT_KIB);
       const allow = Atomics.load(c, SRC.ALLOW_KIB);
-      Atomics.store(c, SRC.ALLOW_KIB, Math.min(allow, sent) + Math.ceil(bytesPerWindow / 1024));
+      const batchKib = Math.ceil((Atomics.load(c, SRC.BATCH) * (this.#t.memory.pageSize + 16) + 16) / 1024);
+      const carry = batchKib * this.#channels;
+      Atomics.store(c, SRC.ALLOW_KIB, Math.min(allow, sent + carry) + Math.ceil(bytesPerWindow / 1024));
     }
     Atomics.notify(c, SRC.ALLOW_KIB);
   }
