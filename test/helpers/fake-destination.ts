@@ -20,10 +20,11 @@ import { ChannelBinding, channelTag } from '../../shared/tls/binding.js';
 
 export interface FakeDestinationOptions {
   /**
-   * When to stop reading every page channel: after this many page-channel bytes (precopy), or when
-   * the source says SWITCHOVER_START (the final round). Main channel and return path stay healthy.
+   * When to stop reading every page channel: after this many page-channel bytes (precopy), when the
+   * source says SWITCHOVER_START (the final round), or never connect them at all. Main channel and
+   * return path stay healthy.
    */
-  stallPageChannels: { afterBytes: number } | 'at-switchover';
+  stallPageChannels: { afterBytes: number } | 'at-switchover' | 'never-connect';
 }
 
 export interface FakeDestination {
@@ -91,7 +92,7 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
           if (n === channels) send({ type: 'round-done', round: e.round });
         });
         const s0 = opts.stallPageChannels;
-        if (s0 !== 'at-switchover' && pageBytes >= s0.afterBytes) stall();
+        if (typeof s0 === 'object' && pageBytes >= s0.afterBytes) stall();
       });
     });
   };
@@ -111,7 +112,9 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
       ramSection.id = rec.sectionId;
     } else if (rec.type === 'part' && rec.sectionId === ramSection.id) {
       const r = decodeRamRecord(rec.payload);
-      if (r.kind === 'page-channels') connectPages(r.channels.host, r.channels.ports);
+      if (r.kind === 'page-channels' && opts.stallPageChannels !== 'never-connect')
+        connectPages(r.channels.host, r.channels.ports);
+      if (r.kind === 'page-channels' && opts.stallPageChannels === 'never-connect') stall();
     }
   };
 
