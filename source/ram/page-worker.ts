@@ -5,8 +5,10 @@
  * the shared table) and writes it, then the round's ROUND_END frame. The main thread never touches
  * page bytes.
  *
- * Bounded: a write that makes no progress for the stall timeout fails the channel; the main thread's
- * `close` ends everything at once (socket destroyed, pending writes dropped).
+ * Bounded by the main thread: it fails the migration when no page channel makes progress for the
+ * stall timeout (one channel may stall for seconds on a congested link — TCP backs off after losses —
+ * while the others carry the round), and its `close` ends everything at once (socket destroyed,
+ * pending writes dropped).
  */
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -62,9 +64,6 @@ const corruptPage = Number(process.env.SWITCHOVER_TEST_CORRUPT_PAGE ?? -1);
 let socket: net.Socket | null = null;
 let closing = false;
 let failed = false;
-/** Writes handed to the socket whose callback has not come yet, and when the last one came. */
-let writesPending = 0;
-let lastWriteDone = Date.now();
 
 function fail(err: unknown): void {
   if (closing || failed) return;
@@ -94,18 +93,6 @@ server.listen(0, cfg.host, () =>
   post({ type: 'listening', port: (server.address() as net.AddressInfo).port }),
 );
 
-/** A write with no callback for the stall timeout: the destination stopped reading this channel. */
-if (cfg.stallTimeoutMs > 0) {
-  const check = setInterval(
-    () => {
-      if (writesPending > 0 && Date.now() - lastWriteDone > cfg.stallTimeoutMs)
-        fail(new SocketError(ErrorCode.TIMEOUT, `no progress for ${cfg.stallTimeoutMs} ms (stall-timeout)`));
-    },
-    Math.max(10, Math.min(1000, cfg.stallTimeoutMs / 4)),
-  );
-  check.unref();
-}
-
 /** Waits until the window allowance covers `kib` more KiB (max-bandwidth), then takes it. */
 async function takeAllowance(kib: number): Promise<void> {
   for (;;) {
@@ -121,22 +108,10 @@ async function takeAllowance(kib: number): Promise<void> {
 function write(chunks: Buffer[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const s = socket!;
-    if (writesPending === 0) lastWriteDone = Date.now(); // the stall clock starts with the first write
-    writesPending++;
     s.cork();
     for (let i = 0; i < chunks.length; i++) {
       const last = i === chunks.length - 1;
-      s.write(
-        chunks[i]!,
-        last
-          ? (err) => {
-              writesPending--;
-              lastWriteDone = Date.now();
-              if (err) reject(err);
-              else resolve();
-            }
-          : undefined,
-      );
+      s.write(chunks[i]!, last ? (err) => (err ? reject(err) : resolve()) : undefined);
     }
     s.uncork();
   });

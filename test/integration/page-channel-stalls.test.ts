@@ -67,20 +67,23 @@ t.test(
   },
 );
 
-t.test('page channels that never connect: failed by their deadline (stall-timeout), guest running', async (t) => {
-  t.setTimeout(60_000);
-  const fake = await startFakeDestination(t, { stallPageChannels: 'never-connect' });
-  const src = await source(t, fake.port, ['--ram', '64M', '--dirty-rate', '1M']);
-  await fake.stalled;
-  const code = await waitExit(src.side, 20_000);
-  const after = monotonicMs() - fake.stalledAt()!;
-  t.equal(code, 1, 'source exits 1');
-  t.ok(after < STALL_MS + 1000 + 1500, `ended ${after.toFixed(0)} ms after the ports were announced`);
-  const r = await src.report();
-  t.equal(r['error-code'], 'MIG_ERR_TIMEOUT', r['error-desc']);
-  t.match(r['error-desc'], /0 of 2 connected/);
-  t.equal(r.guest['running-after-failure'], true);
-});
+t.test(
+  'page channels that never connect: failed by their deadline (stall-timeout), guest running',
+  async (t) => {
+    t.setTimeout(60_000);
+    const fake = await startFakeDestination(t, { stallPageChannels: 'never-connect' });
+    const src = await source(t, fake.port, ['--ram', '64M', '--dirty-rate', '1M']);
+    await fake.stalled;
+    const code = await waitExit(src.side, 20_000);
+    const after = monotonicMs() - fake.stalledAt()!;
+    t.equal(code, 1, 'source exits 1');
+    t.ok(after < STALL_MS + 1000 + 1500, `ended ${after.toFixed(0)} ms after the ports were announced`);
+    const r = await src.report();
+    t.equal(r['error-code'], 'MIG_ERR_TIMEOUT', r['error-desc']);
+    t.match(r['error-desc'], /0 of 2 connected/);
+    t.equal(r.guest['running-after-failure'], true);
+  },
+);
 
 t.test('(b) page channels stop being read when the final round starts: failed, guest resumed', async (t) => {
   t.setTimeout(60_000);
