@@ -26,6 +26,7 @@ import type { GuestMemory } from '../shared/guest/memory.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { ChannelSecurity, LoadContext, LoadHandlers } from '../shared/handlers.js';
 import { type Capabilities, compareCapabilities } from '../shared/options.js';
+import type { ResumedBody } from '../shared/protocol/rp-bodies.js';
 import {
   type ConfigurationBody,
   readPing,
@@ -365,12 +366,16 @@ export class IncomingMigration {
   }
 
   /** Per device: measured preparation and when it approved the switchover (monotonic ms). */
-  #deviceFacts(): Record<string, unknown> {
-    const out: Record<string, unknown> = {};
+  #deviceFacts(): NonNullable<ResumedBody['devices']> {
+    const out: NonNullable<ResumedBody['devices']> = {};
     for (const h of this.#loadvm?.handlers ?? []) {
       const d = h as { prepMs?: number | null; approvedAt?: number | null; loadedTotal?: number };
       if (d.loadedTotal === undefined) continue;
-      out[h.idstr] = { 'prep-ms': d.prepMs, 'approved-at': d.approvedAt, loaded: d.loadedTotal };
+      out[h.idstr] = {
+        'prep-ms': d.prepMs ?? null,
+        'approved-at': d.approvedAt ?? null,
+        loaded: d.loadedTotal,
+      };
     }
     return out;
   }

@@ -34,8 +34,9 @@ export class ReturnPath {
 
   attach(socket: net.Socket, onDown: (e: MigrationError) => void): void {
     this.#writer = new ChannelWriter(socket, 'return-path');
+    const writer = this.#writer;
     socket.on('close', () =>
-      onDown(new SocketError(ErrorCode.PEER_CLOSED, 'return path closed by the source')),
+      onDown(writer.error ?? new SocketError(ErrorCode.PEER_CLOSED, 'return path closed by the source')),
     );
     // the source sends only clock probes (TIME) this way; anything else is a protocol error
     const framer = new RpFramer();
@@ -47,7 +48,7 @@ export class ReturnPath {
               ErrorCode.UNKNOWN_MESSAGE,
               `return path: unexpected '${m.type}' from the source`,
             );
-          this.onTimeProbe?.(Number(m.body.value));
+          this.onTimeProbe?.(m.body.value);
         }
       } catch (err) {
         onDown(asMigrationError(err, ErrorCode.MALFORMED));
@@ -71,11 +72,17 @@ export class ReturnPath {
     );
   }
 
-  /** Sends one message if the return path is open; a no-op otherwise (return-path capability off). */
+  /**
+   * Sends one message if the return path is open; a no-op otherwise (return-path capability off).
+   * Never waits for the source to read: answers are small, and a source that leaves more than
+   * POST_HARD_CAP unread is cut off (the writer fails, the socket closes, onDown fires) instead of
+   * growing our memory one queued answer at a time. Rejects once the return path has failed.
+   */
   async send(msg: RpMessage): Promise<void> {
-    if (!this.#writer) return;
+    const writer = this.#writer;
+    if (!writer) return;
     this.tracer.emit(TraceEvent.RP_SEND, { type: msg.type });
-    await this.#writer.write(encodeRp(msg));
+    if (!writer.post(encodeRp(msg)) && writer.error) throw writer.error;
   }
 
   close(): void {

@@ -6,6 +6,15 @@ import type { Socket } from 'node:net';
 import { withDeadline } from './deadline.js';
 import { asMigrationError, ErrorCode, type MigrationError, SocketError } from './errors.js';
 
+/**
+ * Bounds on control messages written without waiting (post()): a droppable one (a clock probe or its
+ * answer) is skipped once the peer has this much unread, and a peer with more than the hard cap unread
+ * is not reading at all and is cut off. Control traffic is a few hundred bytes a second; 1 MiB unread
+ * is minutes of it.
+ */
+export const POST_SOFT_CAP = 64 * 1024;
+export const POST_HARD_CAP = 1024 * 1024;
+
 export class ChannelWriter {
   #error: MigrationError | null = null;
   #bytes = 0;
@@ -71,7 +80,31 @@ export class ChannelWriter {
     return { accepted: ok ? Promise.resolve() : this.#drain(), flushed };
   }
 
-  /** Resolves once everything written so far has been handed to the kernel. */
+  /**
+   * Writes a small control message without waiting for the peer to read (answers, probes, acks): no
+   * drain listener per message, so a peer that never reads cannot pile up listeners or promises.
+   * `droppable` messages are skipped (false) once POST_SOFT_CAP bytes are unread; past POST_HARD_CAP
+   * the channel fails with MIG_ERR_OVERSIZE and the socket is destroyed.
+   */
+  post(chunk: Buffer, droppable = false): boolean {
+    if (this.#error || this.socket.destroyed) return false;
+    if (droppable && this.socket.writableLength >= POST_SOFT_CAP) return false;
+    this.#bytes += chunk.length;
+    this.socket.write(chunk);
+    const unread = this.socket.writableLength;
+    if (unread > POST_HARD_CAP) {
+      this.fail(
+        new SocketError(
+          ErrorCode.OVERSIZE,
+          `${this.name} channel: the peer is not reading (${unread} bytes unread, cap ${POST_HARD_CAP}); cut off`,
+        ),
+      );
+      this.socket.destroy();
+      return false;
+    }
+    return true;
+  }
+
   /**
    * Resolves once everything written so far has left Node's buffer. Waits on the last write's own
    * callback: 'drain' fires only after a write() that returned false, so a small last write

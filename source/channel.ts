@@ -6,7 +6,13 @@
  * read with the same framer. connectTimeoutMs bounds TCP connect and TLS handshake together.
  */
 import net from 'node:net';
-import { asMigrationError, ErrorCode, type MigrationError, SocketError } from '../shared/errors.js';
+import {
+  asMigrationError,
+  ErrorCode,
+  type MigrationError,
+  ProtocolError,
+  SocketError,
+} from '../shared/errors.js';
 import { type ChannelKind, ChannelKind as Kind } from '../shared/protocol/constants.js';
 import { encodeHello } from '../shared/protocol/hello.js';
 import { RpFramer, type RpMessage } from '../shared/protocol/return-path-codec.js';
@@ -95,23 +101,37 @@ export async function connectChannel(
  * Reads RP frames from a socket (the return path, or the main socket's reverse direction) and hands
  * each message to `onMessage`; protocol errors and closes go to `onError`.
  */
+/**
+ * Reads a channel's destination→source direction. On the return path every message type is allowed;
+ * on the main socket's reverse direction (`errorOnly`) the protocol allows exactly one ERROR frame,
+ * so anything else, or a second frame, is a protocol error. A message that fails to decode, or whose
+ * handler throws, fails the channel through onError: a peer's bytes never throw out of this callback.
+ */
 export function readReturnPath(
   writer: ChannelWriter,
   onMessage: (m: RpMessage) => void,
   onError: (e: MigrationError) => void,
+  errorOnly = false,
 ): void {
   const framer = new RpFramer();
-  writer.socket.on('data', (chunk: Buffer) => {
-    let messages: RpMessage[];
+  let frames = 0;
+  const onData = (chunk: Buffer) => {
     try {
-      messages = framer.feed(chunk);
+      for (const m of framer.feed(chunk)) {
+        if (errorOnly && (m.type !== 'error' || ++frames > 1))
+          throw new ProtocolError(
+            ErrorCode.UNKNOWN_MESSAGE,
+            `${writer.name} channel: the destination may send one ERROR here, got '${m.type}'${frames > 1 ? ' after it' : ''}`,
+          );
+        onMessage(m);
+      }
     } catch (err) {
+      writer.socket.off('data', onData);
       onError(asMigrationError(err, ErrorCode.MALFORMED));
       writer.socket.destroy();
-      return;
     }
-    for (const m of messages) onMessage(m);
-  });
+  };
+  writer.socket.on('data', onData);
   writer.socket.on('close', () =>
     onError(
       writer.error ??

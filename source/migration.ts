@@ -15,6 +15,7 @@ import {
   ErrorCode,
   MigrationError as MigErr,
   type MigrationError,
+  ProtocolError,
   SocketError,
 } from '../shared/errors.js';
 import type { Guest } from '../shared/guest/guest.js';
@@ -23,6 +24,7 @@ import type { SaveContext, SaveHandlers } from '../shared/handlers.js';
 import { agreementSet, type Capabilities, type Parameters } from '../shared/options.js';
 import type { ProgressLine } from '../shared/progress.js';
 import { encodeRp, type RpMessage } from '../shared/protocol/return-path-codec.js';
+import type { ResumedBody } from '../shared/protocol/rp-bodies.js';
 import {
   encodeConfiguration,
   encodeEof,
@@ -56,6 +58,8 @@ const PING_INTERVAL_MS = 1000;
 /** While waiting for the resumed guest's self-check: one clock probe per this many ms. */
 const GUEST_REPORT_PROBE_MS = 50;
 const CLOCK_PROBES = 8;
+/** RESUMED messages a destination may send (two are sent; the fields of later ones replace earlier). */
+const RESUMED_MAX = 4;
 const IDLE_WAIT_MS = 20;
 export const DEFAULT_STALL_MS = 10_000;
 
@@ -103,7 +107,11 @@ export class SourceMigration {
   #error: MigrationError | null = null;
   #acked = false;
   #shut: { status: number } | null = null;
-  #resumed: Record<string, unknown> | null = null;
+  /** EOF is handed to the main socket: only after it may a SHUT(0) be true. */
+  #eofSent = false;
+  /** The destination's RESUMED bodies, merged (each field checked on decode; at most RESUMED_MAX). */
+  #resumed: ResumedBody | null = null;
+  #resumedCount = 0;
   #wake: (() => void) | null = null;
   #t0 = 0;
   #setupTime = 0;
@@ -232,6 +240,7 @@ export class SourceMigration {
       this.#main,
       (m) => this.#onRp(m),
       (e) => this.#onChannelDown('main', e),
+      true,
     );
     if (opts.capabilities['return-path']) {
       this.#rp = await connectChannel(conn, RETURN_PATH, 'return-path');
@@ -295,6 +304,7 @@ export class SourceMigration {
     if (this.#lastPongAt === 0) this.#lastPongAt = now;
     if (now - this.#lastPingAt >= PING_INTERVAL_MS) {
       this.#lastPingAt = now;
+      // behind the bulk data on purpose (a PONG proves the destination reads the stream); one a second
       this.#main!.writeTracked(encodePing(++this.#pingSeq)).accepted.catch(() => {});
       this.#timeProbes(1);
     }
@@ -378,7 +388,9 @@ export class SourceMigration {
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-iterable-saved' });
     await this.#guard(saveVm.completeNonIterable());
     t.emit(TraceEvent.CHECKPOINT, { name: 'src-non-iterable-saved' });
-    await this.#guard(main.write(encodeEof()));
+    const eof = main.write(encodeEof());
+    this.#eofSent = true;
+    await this.#guard(eof);
     await this.#guard(main.flush());
     if (this.#rp) await this.#waitShut();
     this.#check();
@@ -392,10 +404,7 @@ export class SourceMigration {
     if (!this.#rp) return;
     const deadline = monotonicMs() + 60_000;
     let nextProbe = 0;
-    while (
-      !(this.#resumed?.guest as Record<string, unknown> | undefined)?.['self-check'] &&
-      monotonicMs() < deadline
-    ) {
+    while (!this.#resumed?.guest?.['self-check'] && monotonicMs() < deadline) {
       if (this.#rp.socket.destroyed || this.#rp.error) return;
       // the destination is idle now (no stream to load): its answers give the tightest clock samples.
       // One every 50 ms, not one per wake-up: every answer wakes this sleep, and probing on each wake
@@ -452,7 +461,8 @@ export class SourceMigration {
     for (let i = 0; i < n; i++) {
       const value = ++this.#timeSeq;
       this.#clock.noteSent(value, monotonicMs());
-      this.#rp.writeTracked(encodeRp({ type: 'time', body: { value } })).accepted.catch(() => {});
+      // a probe the destination has not read yet is pointless: skipped, never queued without bound
+      if (!this.#rp.post(encodeRp({ type: 'time', body: { value } }), true)) return;
     }
   }
 
@@ -469,17 +479,24 @@ export class SourceMigration {
         this.#lastPongAt = monotonicMs();
         break;
       case 'time':
-        this.#clock.noteAnswer(Number(m.body.value), Number(m.body.t), monotonicMs(), m.body.boot);
+        if (m.body.t !== undefined)
+          this.#clock.noteAnswer(m.body.value, m.body.t, monotonicMs(), m.body.boot);
         break;
       case 'shut':
-        this.#shut = { status: m.status };
+        // SHUT(0) means "the guest runs here": before the whole stream is out that is a lie, and
+        // believing it would leave no guest running anywhere
+        if (m.status === 0 && !this.#eofSent)
+          throw new ProtocolError(
+            ErrorCode.STATE,
+            'destination sent SHUT(0) before the source had sent EOF (the stream is not complete)',
+          );
+        this.#shut ??= { status: m.status };
         break;
       case 'resumed':
-        this.#resumed = {
-          ...this.#resumed,
-          ...m.body,
-          guest: { ...(this.#resumed?.guest as object), ...(m.body.guest as object) },
-        };
+        // a destination sends two (after the start, after the self-check): more is a broken peer
+        if (++this.#resumedCount > RESUMED_MAX)
+          throw new MigErr(ErrorCode.MALFORMED, `destination sent more than ${RESUMED_MAX} RESUMED messages`);
+        this.#resumed = { ...this.#resumed, ...m.body };
         break;
       case 'error':
         this.#peerError ??= new MigErr(ErrorCode.PEER_FAILED, `destination failed: ${m.code}: ${m.message}`);

@@ -5,6 +5,7 @@
  */
 import type { SaveHandlers } from '../shared/handlers.js';
 import { type Capabilities, enabledCapabilities, type Parameters } from '../shared/options.js';
+import type { ResumedBody } from '../shared/protocol/rp-bodies.js';
 import type { TraceRecord } from '../shared/trace.js';
 import { TraceEvent } from '../shared/trace.js';
 import type { ClockEstimate } from './clock-offset.js';
@@ -32,7 +33,7 @@ export interface ReportFacts {
   records: readonly TraceRecord[];
   devices: readonly SaveHandlers[];
   /** The destination's RESUMED bodies, merged. */
-  destination: Record<string, unknown>;
+  destination: ResumedBody;
 }
 
 export function buildReport(f: ReportFacts): MigrationReport {
@@ -65,30 +66,23 @@ export function buildReport(f: ReportFacts): MigrationReport {
     parameters: { ...f.parameters },
     guest: {
       ticks: f.guestTicks,
-      ...(dst.guest as object | undefined),
+      ...dst.guest,
       ...observed(dst.gap, f.clock),
     },
-    integrity: { 'digest-source': f.digestSource || null, ...(dst.integrity as object | undefined) },
+    integrity: { 'digest-source': f.digestSource || null, ...dst.integrity },
   };
   if (ok) report.downtime = round2(f.downtime ?? 0);
-  const dstDigest = (dst.integrity as { 'digest-destination'?: string } | undefined)?.['digest-destination'];
+  const dstDigest = dst.integrity?.['digest-destination'];
   if (dstDigest) report.integrity.match = dstDigest === f.digestSource;
   if (f.error && !ok) {
     report['error-desc'] = f.error.message;
     report['error-code'] = f.error.code;
   }
   Object.assign(report, meter.reportFields(f.capabilities['switchover-ack'], f.acked));
-  report['downtime-breakdown'] = breakdown(
-    f.records,
-    dst.checkpoints as Record<string, number> | undefined,
-    f.clock,
-  );
+  report['downtime-breakdown'] = breakdown(f.records, dst.checkpoints, f.clock);
   report['downtime-start-t'] = f.records.find((r) => r.name === 'src-downtime-start')?.t;
   report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
-  report.devices = deviceReport(
-    f.devices,
-    dst.devices as Record<string, Record<string, unknown>> | undefined,
-  );
+  report.devices = deviceReport(f.devices, dst.devices);
   if (ok)
     report['downtime-expected-vs-actual'] = {
       expected: report['expected-downtime'],
@@ -125,8 +119,7 @@ function breakdown(
  * guest.observed-downtime: the guest's own gap, from its last heartbeat on the source (source clock)
  * to its first on the destination (destination clock, corrected by the measured offset).
  */
-function observed(gap: unknown, clock: ClockEstimate | null): Record<string, number | string> {
-  const g = gap as { gapStartMs?: number; gapEndMs?: number } | undefined;
+function observed(g: ResumedBody['gap'], clock: ClockEstimate | null): Record<string, number | string> {
   if (!g?.gapStartMs || !g.gapEndMs || !clock) return {};
   return {
     'observed-downtime': round2(g.gapEndMs - clock.offset - g.gapStartMs),
@@ -139,7 +132,7 @@ function observed(gap: unknown, clock: ClockEstimate | null): Record<string, num
 /** devices.<id>.{transferred, initial-bytes, prep-ms}: source counters plus the destination's measurements. */
 function deviceReport(
   devices: readonly SaveHandlers[],
-  dst: Record<string, Record<string, unknown>> | undefined,
+  dst: ResumedBody['devices'],
 ): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const h of devices) {
@@ -149,7 +142,7 @@ function deviceReport(
     out[h.idstr] = {
       transferred: d.transferred,
       'initial-bytes': d.config?.size ?? 0,
-      'prep-ms': typeof remote?.['prep-ms'] === 'number' ? round2(remote['prep-ms'] as number) : null,
+      'prep-ms': typeof remote?.['prep-ms'] === 'number' ? round2(remote['prep-ms']) : null,
     };
   }
   return out;

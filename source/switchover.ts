@@ -6,6 +6,7 @@
  */
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { Parameters } from '../shared/options.js';
+import type { LoadCostBody } from '../shared/protocol/rp-bodies.js';
 import { round2 } from './report.js';
 
 const MAX_EXTRA_ROUNDS = 10;
@@ -26,7 +27,7 @@ export class ConvergenceMeter {
   /** Destination's remaining load cost in ms (switchover-ack devices still preparing, final load). */
   #loadCostMs = 0;
   #loadCostAt = 0;
-  #loadCost: Record<string, unknown> = {};
+  #loadCost: LoadCostBody = { 'final-load-ms': 0, waiting: [], approvals: {} };
 
   constructor(private readonly params: Parameters) {
     this.expectedDowntime = params['downtime-limit'];
@@ -105,13 +106,10 @@ export class ConvergenceMeter {
     this.#ackAt ??= now;
   }
 
-  noteLoadCost(body: Record<string, unknown>, now: number): void {
+  noteLoadCost(body: LoadCostBody, now: number): void {
     this.#loadCost = body;
-    const ms = body['final-load-ms'];
-    if (typeof ms === 'number' && Number.isFinite(ms)) {
-      this.#loadCostMs = ms;
-      this.#loadCostAt = now;
-    }
+    this.#loadCostMs = body['final-load-ms'];
+    this.#loadCostAt = now;
     const bw =
       this.params['avail-switchover-bandwidth'] > 0
         ? this.params['avail-switchover-bandwidth'] / 1000
@@ -126,8 +124,7 @@ export class ConvergenceMeter {
 
   /** Devices that needed the ACK and the one that approved last (held the switchover longest). */
   #ackDevices(): { devices: string[]; heldBy: string | null } {
-    const approvals = (this.#loadCost['approvals'] ?? {}) as Record<string, number>;
-    const waiting = (this.#loadCost['waiting'] ?? []) as string[];
+    const { approvals, waiting } = this.#loadCost;
     const devices = [...new Set([...Object.keys(approvals), ...waiting])];
     let heldBy: string | null = waiting[0] ?? null;
     if (!heldBy)

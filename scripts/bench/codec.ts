@@ -214,8 +214,8 @@ const rpMessages: RpMessage[] = [
   { type: 'pong', value: 7 },
   { type: 'switchover-ack' },
   { type: 'round-done', round: 3 },
-  { type: 'load-cost', body: { pendingBytes: 1 << 20, nsPerByte: 2.5 } },
-  { type: 'time', body: { t0: 123456789, t1: 123456999 } },
+  { type: 'load-cost', body: { 'final-load-ms': 2.5, waiting: ['nic0'], approvals: { nic0: 12 } } },
+  { type: 'time', body: { value: 123456789, t: 123456999.5 } },
 ];
 
 function smallEncodeCase(): number {

@@ -107,7 +107,7 @@ export class Guest {
       this.#resumedGap = Promise.race([
         waitMessage<{ gapStartMs: number; gapEndMs: number }>(worker, 'resumed'),
         failed,
-      ]);
+      ]).then(({ gapStartMs, gapEndMs }) => ({ gapStartMs, gapEndMs }));
       // a guest shut down before it resumed never reports: not an unhandled rejection
       this.#selfCheck.catch(() => {});
       this.#resumedGap.catch(() => {});

@@ -11,13 +11,15 @@
  *  SHUT 0x01           4   be32 status (0 ok, nonzero failed)
  *  PONG 0x02           4   be32 echo of a PING value
  *  SWITCHOVER_ACK 0x07 0   –
- *  RESUMED 0x20        var msgpack map
- *  LOAD_COST 0x21      var msgpack map
+ *  RESUMED 0x20        var msgpack map (rp-bodies.ts)
+ *  LOAD_COST 0x21      var msgpack map (rp-bodies.ts)
  *  ERROR 0x22          var msgpack {code, message}
  *  ROUND_DONE 0x23     4   be32 round
- *  TIME 0x24           var msgpack map
+ *  TIME 0x24           var msgpack map (rp-bodies.ts)
  * ```
- * Type and length are checked against RP_TABLE (QEMU's rp_cmd_args) before the body is read.
+ * Type and length are checked against RP_TABLE (QEMU's rp_cmd_args) before the body is read; every
+ * body field is then checked for its type and range (rp-bodies.ts), so a message that decodes is
+ * safe to use as its type says.
  * The same framing carries the single ERROR frame a destination may write back on the main socket.
  */
 import { ErrorCode, ProtocolError } from '../errors.js';
@@ -25,7 +27,15 @@ import { ByteReader } from './byte-reader.js';
 import { ByteWriter } from './byte-writer.js';
 import { ChunkQueue } from './chunk-queue.js';
 import { RpType } from './constants.js';
-import { malformed, packBody, unpackMap } from './msgpack.js';
+import { malformed, packBody, unpackBody, unpackMap } from './msgpack.js';
+import {
+  decodeLoadCostBody,
+  decodeResumedBody,
+  decodeTimeBody,
+  type LoadCostBody,
+  type ResumedBody,
+  type TimeBody,
+} from './rp-bodies.js';
 
 export interface RpSpec {
   name: string;
@@ -44,15 +54,16 @@ export const RP_TABLE: Readonly<Record<number, RpSpec>> = {
   [RpType.TIME]: { name: 'TIME', length: 'variable', max: 0xffff },
 };
 
+/** Every message, typed: bodies are checked field by field on decode (rp-bodies.ts). */
 export type RpMessage =
   | { type: 'shut'; status: number }
   | { type: 'pong'; value: number }
   | { type: 'switchover-ack' }
-  | { type: 'resumed'; body: Record<string, unknown> }
-  | { type: 'load-cost'; body: Record<string, unknown> }
+  | { type: 'resumed'; body: ResumedBody }
+  | { type: 'load-cost'; body: LoadCostBody }
   | { type: 'error'; code: string; message: string }
   | { type: 'round-done'; round: number }
-  | { type: 'time'; body: Record<string, unknown> };
+  | { type: 'time'; body: TimeBody };
 
 /** ERROR messages longer than this are cut so the frame always fits its 64 KiB cap. */
 export const RP_ERROR_MESSAGE_MAX = 8192;
@@ -122,11 +133,11 @@ export function decodeRpPayload(type: number, payload: Buffer): RpMessage {
     case RpType.ROUND_DONE:
       return { type: 'round-done', round: u32(payload, spec) };
     case RpType.RESUMED:
-      return { type: 'resumed', body: unpackMap(payload, spec.name) };
+      return { type: 'resumed', body: decodeResumedBody(unpackBody(payload, spec.name)) };
     case RpType.LOAD_COST:
-      return { type: 'load-cost', body: unpackMap(payload, spec.name) };
+      return { type: 'load-cost', body: decodeLoadCostBody(unpackBody(payload, spec.name)) };
     case RpType.TIME:
-      return { type: 'time', body: unpackMap(payload, spec.name) };
+      return { type: 'time', body: decodeTimeBody(unpackBody(payload, spec.name)) };
     default:
       return decodeError(payload);
   }
@@ -183,8 +194,17 @@ export class RpFramer {
 
 function decodeError(payload: Buffer): RpMessage {
   const body = unpackMap(payload, 'ERROR');
-  if (typeof body.code !== 'string') throw malformed('ERROR', 'code must be a string', 'code');
-  if (typeof body.message !== 'string') throw malformed('ERROR', 'message must be a string', 'message');
+  for (const key of Object.keys(body))
+    if (key !== 'code' && key !== 'message')
+      throw malformed('ERROR', `unknown field '${key.slice(0, 64)}'`, key);
+  if (typeof body.code !== 'string' || !/^MIG_ERR_[A-Z_]{1,40}$/.test(body.code))
+    throw malformed('ERROR', 'code must be a MIG_ERR_ code', 'code');
+  if (typeof body.message !== 'string' || body.message.length > RP_ERROR_MESSAGE_MAX)
+    throw malformed(
+      'ERROR',
+      `message must be a string of at most ${RP_ERROR_MESSAGE_MAX} characters`,
+      'message',
+    );
   return { type: 'error', code: body.code, message: body.message };
 }
 

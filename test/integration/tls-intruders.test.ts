@@ -186,8 +186,9 @@ t.test(
       '--capabilities',
       'return-path',
       '--quiet',
+      // Long enough for a second tsx process to start on a loaded 2-core CI runner (4 s was not).
       '--linger',
-      '4000',
+      '15000',
       ...tlsArgs,
     ]);
     const first = startSide(t, 'source', [
@@ -226,6 +227,6 @@ t.test(
       ),
       'the destination logged it',
     );
-    t.equal(await waitExit(dst, 10_000), 0, 'the destination, lingering, still exits 0');
+    t.equal(await waitExit(dst, 25_000), 0, 'the destination, lingering, still exits 0');
   },
 );

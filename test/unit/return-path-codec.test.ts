@@ -17,19 +17,19 @@ const cases: [RpMessage, Buffer][] = [
   [{ type: 'pong', value: 0xfffffffe }, B.rp(2, B.be32(0xfffffffe))],
   [{ type: 'switchover-ack' }, B.rp(7)],
   [
-    { type: 'resumed', body: { downtimeMs: 12.5, digest: 'ab12' } },
-    B.rp(0x20, B.msgpack({ downtimeMs: 12.5, digest: 'ab12' })),
+    { type: 'resumed', body: { checkpoints: { 'guest-started': 12.5 } } },
+    B.rp(0x20, B.msgpack({ checkpoints: { 'guest-started': 12.5 } })),
   ],
   [
-    { type: 'load-cost', body: { pendingBytes: 1024, nsPerByte: 3 } },
-    B.rp(0x21, B.msgpack({ pendingBytes: 1024, nsPerByte: 3 })),
+    { type: 'load-cost', body: { 'final-load-ms': 3, waiting: [], approvals: { nic0: 1 } } },
+    B.rp(0x21, B.msgpack({ 'final-load-ms': 3, waiting: [], approvals: { nic0: 1 } })),
   ],
   [
     { type: 'error', code: 'MIG_ERR_CHECKSUM', message: 'page 5 differs' },
     B.rp(0x22, B.msgpack({ code: 'MIG_ERR_CHECKSUM', message: 'page 5 differs' })),
   ],
   [{ type: 'round-done', round: 17 }, B.rp(0x23, B.be32(17))],
-  [{ type: 'time', body: { t0: 1, t1: 2 } }, B.rp(0x24, B.msgpack({ t0: 1, t1: 2 }))],
+  [{ type: 'time', body: { value: 1, t: 2.5 } }, B.rp(0x24, B.msgpack({ value: 1, t: 2.5 }))],
 ];
 
 t.test('encodeRp produces the builder bytes for every message', async (t) => {
@@ -86,7 +86,7 @@ t.test('a variable message over its cap is OVERSIZE', async (t) => {
   const table = { 34: { name: 'ERROR', length: 'variable' as const, max: 64 } };
   t.throws(() => checkRpHeader(0x22, 65, table), code('OVERSIZE'));
   t.doesNotThrow(() => checkRpHeader(0x22, 64, table));
-  t.throws(() => encodeRp({ type: 'time', body: { blob: 'x'.repeat(70_000) } }), code('OVERSIZE'));
+  t.throws(() => encodeRp({ type: 'time', body: { value: 1, boot: 'x'.repeat(70_000) } }), code('OVERSIZE'));
 });
 
 t.test('ERROR messages are cut to fit instead of failing to encode', async (t) => {

@@ -199,11 +199,11 @@ t.test('the return-path framer survives 10,000 mutated frame sequences', async (
     encodeRp({ type: 'shut', status: 0 }),
     encodeRp({ type: 'pong', value: 1 }),
     encodeRp({ type: 'switchover-ack' }),
-    encodeRp({ type: 'resumed', body: { t: 1, digest: 'abcdef0123456789', pages: [1, 2] } }),
-    encodeRp({ type: 'load-cost', body: { pending: 10 } }),
+    encodeRp({ type: 'resumed', body: { checkpoints: { a: 1 }, gap: { gapStartMs: 1, gapEndMs: 2 } } }),
+    encodeRp({ type: 'load-cost', body: { 'final-load-ms': 10, waiting: ['d'], approvals: {} } }),
     encodeRp({ type: 'error', code: 'MIG_ERR_CHECKSUM', message: 'page 3' }),
     encodeRp({ type: 'round-done', round: 4 }),
-    encodeRp({ type: 'time', body: { t0: 1n, t1: 2 } }),
+    encodeRp({ type: 'time', body: { value: 1, t: 2 } }),
   ]);
   report(
     t,
