@@ -9,7 +9,6 @@
  * otherwise SHUT(1), an ERROR frame with the reason, and the guest is never started.
  */
 import type net from 'node:net';
-import { totalmem } from 'node:os';
 import { bootId } from '../shared/boot-id.js';
 import {
   asMigrationError,
@@ -25,6 +24,7 @@ import { PAGE_SIZE } from '../shared/guest/layout.js';
 import type { GuestMemory } from '../shared/guest/memory.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { ChannelSecurity, LoadContext, LoadHandlers } from '../shared/handlers.js';
+import { guestRamCap, MIN_GUEST_RAM } from '../shared/host-memory.js';
 import { type Capabilities, compareCapabilities } from '../shared/options.js';
 import type { ResumedBody } from '../shared/protocol/rp-bodies.js';
 import {
@@ -415,22 +415,22 @@ export class IncomingMigration {
  * cannot honestly hold (a hostile or broken peer must not make it allocate without bound).
  */
 function checkRamRequest(ramSize: number, pageSize: number): void {
-  const cap = Math.floor(totalmem() * 0.75);
   if (pageSize !== PAGE_SIZE) {
     throw new ProtocolError(
       ErrorCode.CONFIG_MISMATCH,
       `configuration: page size ${pageSize}, this destination supports ${PAGE_SIZE}`,
     );
   }
+  const cap = guestRamCap();
   if (
     !Number.isSafeInteger(ramSize) ||
     ramSize % pageSize !== 0 ||
-    ramSize < 64 * pageSize ||
-    ramSize > cap
+    ramSize < MIN_GUEST_RAM ||
+    ramSize > cap.bytes
   ) {
     throw new ProtocolError(
       ErrorCode.CONFIG_MISMATCH,
-      `configuration: guest RAM of ${ramSize} bytes is not a whole number of pages between ${64 * pageSize} and ${cap} (75 % of this host's memory)`,
+      `configuration: guest RAM of ${ramSize} bytes is not a whole number of pages between ${MIN_GUEST_RAM} and ${cap.bytes} (${cap.why})`,
     );
   }
 }

@@ -4,7 +4,9 @@
  */
 import { parseArgs } from 'node:util';
 import { ErrorCode, MigrationError, ParameterError } from './errors.js';
+import { PAGE_SIZE } from './guest/layout.js';
 import type { DirtyPattern } from './guest/workload.js';
+import { guestRamCap, MIN_GUEST_RAM } from './host-memory.js';
 import {
   type Capabilities,
   COMMAND_DEFAULT_CAPABILITIES,
@@ -133,6 +135,25 @@ function num(text: string | undefined, what: string, fallback: number): number {
   return n;
 }
 
+function port(text: string, what: string): number {
+  const n = num(text, what, 0);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new ParameterError(ErrorCode.USAGE, `${what}: '${text}' is not a port (0..65535)`, { field: what });
+  return n;
+}
+
+/** Whole pages, big enough for the guest's layout, no more than the host can hold (guestRamCap). */
+function guestRam(bytes: number, text: string): number {
+  const fail = (why: string) =>
+    new ParameterError(ErrorCode.USAGE, `--ram: '${text}' ${why}`, { field: '--ram' });
+  if (bytes % PAGE_SIZE !== 0) throw fail(`is not a whole number of ${PAGE_SIZE}-byte pages`);
+  if (bytes < MIN_GUEST_RAM) throw fail(`is below the smallest guest, ${MIN_GUEST_RAM / 1024}K`);
+  const cap = guestRamCap();
+  if (bytes > cap.bytes)
+    throw fail(`is more than this host can hold: at most ${cap.bytes} bytes (${cap.why})`);
+  return bytes;
+}
+
 function helloTimeout(text: string | undefined): number {
   if (text === undefined) return 5000;
   const ms = parseDuration(text, '--hello-timeout');
@@ -179,7 +200,7 @@ export function parseCommon(argv: string[]): CommonOptions {
     quiet: boolean;
     help: boolean;
   };
-  const ramBytes = parseSize(v.ram!, '--ram');
+  const ramBytes = guestRam(parseSize(v.ram!, '--ram'), v.ram!);
   const parameters = checkParameters({
     'downtime-limit': num(v['downtime-limit'], '--downtime-limit', DEFAULT_PARAMETERS['downtime-limit']),
     'max-bandwidth':
@@ -216,7 +237,7 @@ export function parseCommon(argv: string[]): CommonOptions {
     json: v.json,
     dumpRam: v['dump-ram'],
     timeline: v.timeline,
-    metricsPort: v['metrics-port'] === undefined ? undefined : num(v['metrics-port'], '--metrics-port', 0),
+    metricsPort: v['metrics-port'] === undefined ? undefined : port(v['metrics-port'], '--metrics-port'),
     lingerMs: v.linger ? parseDuration(v.linger, '--linger') : 0,
     tlsCreds: v['tls-creds'],
     tlsPsk: v['tls-psk'],

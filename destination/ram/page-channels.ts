@@ -77,7 +77,12 @@ export class DestinationPageChannels {
     return n;
   }
 
-  /** The source's PAGE_CHANNELS: one port per channel, in channel order. */
+  /**
+   * The source's PAGE_CHANNELS: one port per channel, in channel order. The ports are the source's;
+   * the host is not: page channels go to the main connection's peer address only, whatever host the
+   * record names, so a source cannot make this destination connect to a third machine from its
+   * network position (docs/PROTOCOL.md).
+   */
   connect(announced: PageChannelPorts): void {
     if (announced.ports.length !== this.#workers.length)
       throw new MigrationError(
@@ -87,7 +92,7 @@ export class DestinationPageChannels {
     for (const [i, w] of this.#workers.entries())
       w.postMessage({
         type: 'connect',
-        host: announced.host,
+        host: unmapIPv4(this.ctx.link.peerAddress),
         port: announced.ports[i],
         from: this.ctx.link.localAddress,
       });
@@ -165,4 +170,10 @@ export class DestinationPageChannels {
     this.ctx.fail(e);
     this.#wake?.();
   }
+}
+
+/** `::ffff:10.0.0.1` (an IPv4 peer on a dual-stack listener) → `10.0.0.1`. */
+function unmapIPv4(address: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return m ? m[1]! : address;
 }
