@@ -14,7 +14,7 @@
 import net from 'node:net';
 import type tls from 'node:tls';
 import { asMigrationError, ErrorCode, MigrationError } from '../shared/errors.js';
-import { ChannelKind, HELLO_LENGTH, HELLO_MAGIC } from '../shared/protocol/constants.js';
+import { ChannelKind, HELLO_LENGTH, HELLO_MAGIC, PROTOCOL_VERSION } from '../shared/protocol/constants.js';
 import { decodeHello, type Hello } from '../shared/protocol/hello.js';
 import { encodeRp } from '../shared/protocol/return-path-codec.js';
 import { readExact } from '../shared/socket-io.js';
@@ -146,6 +146,8 @@ export class Listener {
       this.#migrationId = hello.migrationId;
       this.#key = key;
       socket.setKeepAlive(true, 1000);
+      // protocol 2: the source waits for this before it sends anything of its guest
+      socket.write(encodeRp({ type: 'accept', version: PROTOCOL_VERSION }));
       this.events.onAccepted?.(hello, remote, this.tls ? describePeer(socket as tls.TLSSocket) : 'plaintext');
       this.events.onMain(socket, hello);
       return;

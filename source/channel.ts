@@ -20,6 +20,7 @@ import { ChannelWriter } from '../shared/socket-io.js';
 import { ChannelBinding } from '../shared/tls/binding.js';
 import type { TlsConfig } from '../shared/tls/config.js';
 import { secureClient } from '../shared/tls/secure.js';
+import { awaitAccept } from './hello-answer.js';
 
 export interface ConnectOptions {
   host: string;
@@ -94,6 +95,12 @@ export async function connectChannel(
   const authTag = kind === Kind.MAIN ? binding.mainTag(socket, fields) : binding.tag(socket, fields);
   const writer = new ChannelWriter(socket, name);
   await writer.write(encodeHello({ ...fields, authTag }));
+  if (kind === Kind.MAIN)
+    await awaitAccept(
+      socket,
+      `${opts.host}:${opts.port}`,
+      Math.max(1, opts.connectTimeoutMs - (Date.now() - started)),
+    );
   return writer;
 }
 

@@ -498,6 +498,8 @@ export class SourceMigration {
           throw new MigErr(ErrorCode.MALFORMED, `destination sent more than ${RESUMED_MAX} RESUMED messages`);
         this.#resumed = { ...this.#resumed, ...m.body };
         break;
+      case 'accept':
+        throw new ProtocolError(ErrorCode.UNKNOWN_MESSAGE, 'destination sent ACCEPT on the return path');
       case 'error':
         this.#peerError ??= new MigErr(ErrorCode.PEER_FAILED, `destination failed: ${m.code}: ${m.message}`);
         this.fail(this.#peerError);

@@ -6,7 +6,7 @@
 /** Channel hello magic, "SWOV". First 4 bytes of every TCP connection between the two sides. */
 export const HELLO_MAGIC = 0x53574f56;
 /** Protocol version carried in the hello; both sides must speak the same one. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Fixed hello size: magic 4, version 2, kind 1, index 1, migration id 16, auth tag 32. */
 export const HELLO_LENGTH = 56;
 export const MIGRATION_ID_LENGTH = 16;
@@ -74,8 +74,13 @@ export const RpType = {
   ERROR: 0x22,
   /** Ours: be32 round; all page channels of that round are placed and verified. */
   ROUND_DONE: 0x23,
-  /** Ours: msgpack {t0, t1}; clock-offset probe answer (destination monotonic ns at receive/send). */
+  /** Ours: msgpack {value, t, boot}; clock probe (source) and its answer (destination monotonic ms). */
   TIME: 0x24,
+  /**
+   * Ours: be16 protocol version; the destination's answer to a MAIN hello, on the main socket's
+   * reverse direction. The source sends nothing of the guest before it (protocol 2).
+   */
+  ACCEPT: 0x25,
 } as const;
 export type RpType = (typeof RpType)[keyof typeof RpType];
 

@@ -16,6 +16,7 @@
  *  ERROR 0x22          var msgpack {code, message}
  *  ROUND_DONE 0x23     4   be32 round
  *  TIME 0x24           var msgpack map (rp-bodies.ts)
+ *  ACCEPT 0x25         2   be16 protocol version (main socket only: the answer to a MAIN hello)
  * ```
  * Type and length are checked against RP_TABLE (QEMU's rp_cmd_args) before the body is read; every
  * body field is then checked for its type and range (rp-bodies.ts), so a message that decodes is
@@ -52,6 +53,7 @@ export const RP_TABLE: Readonly<Record<number, RpSpec>> = {
   [RpType.ERROR]: { name: 'ERROR', length: 'variable', max: 0xffff },
   [RpType.ROUND_DONE]: { name: 'ROUND_DONE', length: 4 },
   [RpType.TIME]: { name: 'TIME', length: 'variable', max: 0xffff },
+  [RpType.ACCEPT]: { name: 'ACCEPT', length: 2 },
 };
 
 /** Every message, typed: bodies are checked field by field on decode (rp-bodies.ts). */
@@ -63,7 +65,8 @@ export type RpMessage =
   | { type: 'load-cost'; body: LoadCostBody }
   | { type: 'error'; code: string; message: string }
   | { type: 'round-done'; round: number }
-  | { type: 'time'; body: TimeBody };
+  | { type: 'time'; body: TimeBody }
+  | { type: 'accept'; version: number };
 
 /** ERROR messages longer than this are cut so the frame always fits its 64 KiB cap. */
 export const RP_ERROR_MESSAGE_MAX = 8192;
@@ -112,6 +115,8 @@ export function encodeRp(msg: RpMessage): Buffer {
       return frame(RpType.LOAD_COST, packBody(msg.body));
     case 'time':
       return frame(RpType.TIME, packBody(msg.body));
+    case 'accept':
+      return frame(RpType.ACCEPT, Buffer.from([(msg.version >>> 8) & 0xff, msg.version & 0xff]));
     case 'error':
       return frame(
         RpType.ERROR,
@@ -138,6 +143,8 @@ export function decodeRpPayload(type: number, payload: Buffer): RpMessage {
       return { type: 'load-cost', body: decodeLoadCostBody(unpackBody(payload, spec.name)) };
     case RpType.TIME:
       return { type: 'time', body: decodeTimeBody(unpackBody(payload, spec.name)) };
+    case RpType.ACCEPT:
+      return { type: 'accept', version: payload.readUInt16BE(0) };
     default:
       return decodeError(payload);
   }
