@@ -9,6 +9,7 @@ import { type DeviceSpec, destinationDevices } from '../shared/devices/registry.
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
 import { GuestServiceThread, SERVICE_ENTRY } from '../shared/guest/service-thread.js';
+import { checkOutputPaths, writeOutputOrWarn } from '../shared/output-paths.js';
 import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import { describeTls } from '../shared/tls/config.js';
 import { destinationSecurity } from '../shared/tls/policy.js';
@@ -18,6 +19,7 @@ import { IncomingMigration } from './incoming.js';
 import { Listener } from './listener.js';
 import { PAGE_WORKER_ENTRY } from './ram/page-channels.js';
 
+const PROG = 'switchover-destination';
 const USAGE = `usage: npm run destination -- --listen HOST:PORT [options]
 
   --ram SIZE given here preallocates and touches guest RAM before the migration (QEMU prealloc=on);
@@ -34,6 +36,8 @@ async function main(): Promise<number> {
     return 0;
   }
   if (!o.listen) throw new ParameterError(ErrorCode.USAGE, 'destination: --listen HOST:PORT is required');
+  // before any guest or listener: a bad output path is a usage error now, not a failed migration later
+  await checkOutputPaths(o);
   const security = destinationSecurity(o, o.listen.host);
   for (const w of security.warnings) process.stderr.write(`switchover-destination: warning: ${w}\n`);
   const preallocate = argv.some((a) => a === '--ram' || a.startsWith('--ram='));
@@ -89,14 +93,19 @@ async function main(): Promise<number> {
   service.close();
   await incoming.guest?.shutdown();
   result.report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
-  if (o.json) await writeFile(o.json, `${JSON.stringify(result.report, null, 2)}\n`);
   if (!o.quiet) process.stdout.write(`${reportTable(result.report)}\n`);
+  // the migration is over: a report that cannot be written now is a warning, the exit code says how it ended
+  const json = o.json;
+  if (json) {
+    const text = `${JSON.stringify(result.report, null, 2)}\n`;
+    await writeOutputOrWarn(PROG, '--json', json, () => writeFile(json, text));
+  }
   if (result.status !== 'completed') {
-    process.stderr.write(`switchover-destination: ${result.error!.code}: ${result.error!.message}\n`);
+    process.stderr.write(`${PROG}: ${result.error!.code}: ${result.error!.message}\n`);
     return 1;
   }
   const selfCheck = (result.report.guest as { 'self-check': { ok: boolean } })['self-check'];
   return selfCheck.ok ? 0 : 1;
 }
 
-runCli('switchover-destination', USAGE, main);
+runCli(PROG, USAGE, main);

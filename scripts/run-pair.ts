@@ -14,17 +14,26 @@
  * runs; `npm run bench` measures it in its OBS rows).
  * Exit 0 completed and verified, 1 failed, 2 bad usage.
  */
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
-import { OPTION_SPEC, parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
+import { type CommonOptions, OPTION_SPEC, parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
 import { ErrorCode, MigrationError, ParameterError } from '../shared/errors.js';
+import {
+  checkOutputPath,
+  checkOutputPaths,
+  makeOutputFolder,
+  writeOutputOrWarn,
+} from '../shared/output-paths.js';
 import { parseProgressLine } from '../shared/progress.js';
 import { ProgressBar } from '../shared/progress-bar.js';
 import { generatePsk, generateX509 } from '../shared/tls/generate.js';
 import { reportTable } from '../source/report.js';
 import { freeUdpPort, probeCoverage, ServiceProbe } from './lib/service-probe.js';
-import { spawnSide } from './lib/spawn-side.js';
+import { type Side, spawnSide } from './lib/spawn-side.js';
+import { makeWorkFolder, removeWorkFolder } from './lib/work-folder.js';
+
+const PROG = 'switchover';
 
 const USAGE = `usage: npm start -- [--tls x509|psk] [options]\n\nRuns destination and source as two processes on 127.0.0.1 and migrates once.\n  --tls x509|psk             TLS on every channel with throwaway credentials made for this run\n  --probe-interval MS        period of the outside UDP probe of the guest service (default 5; 1 ms during the
                              handover; 0 = no probe)\n\n${USAGE_OPTIONS}`;
@@ -91,6 +100,20 @@ function passThrough(argv: string[]): string[] {
   return out;
 }
 
+/** What a signal handler needs to end a pair run: its work folder, its processes, how to cancel. */
+interface PairRun {
+  work: string;
+  probe: ServiceProbe;
+  sides: Side[];
+  /** Set while the source migrates: the first SIGINT cancels the migration instead of ending the pair. */
+  cancel: (() => void) | null;
+  /** A signal is ending the pair: later ones wait for that. */
+  ending: boolean;
+}
+
+/** How long a signalled pair waits for its probe process to stop before it removes the work folder. */
+const PROBE_STOP_MS = 2000;
+
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
   const tlsMode = takeTls(argv);
@@ -100,13 +123,70 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  // before anything starts: a bad output path is a usage error now, not a lost report later
+  await checkOutputPaths({ json: o.json, timeline: o.timeline });
+  if (o.dumpRam) {
+    await makeOutputFolder('--dump-ram', o.dumpRam);
+    for (const name of ['source.ram', 'destination.ram'])
+      await checkOutputPath('--dump-ram', join(o.dumpRam, name), 'dump');
+  }
+  const work = await makeWorkFolder();
+  const pair: PairRun = { work, probe: new ServiceProbe(work), sides: [], cancel: null, ending: false };
+  // the folder goes whatever ends the run: return, throw, a crash through process.exit, a signal
+  const removeAtExit = () => removeWorkFolder(work);
+  process.on('exit', removeAtExit);
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signal === 'SIGINT' && pair.cancel) {
+      const cancel = pair.cancel;
+      pair.cancel = null;
+      return cancel();
+    }
+    void endOnSignal(pair, signal);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await runPair(o, argv, tlsMode, probeInterval, pair);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    removeWorkFolder(work);
+    process.off('exit', removeAtExit);
+  }
+}
+
+/**
+ * A signal outside the one cancel ends the pair at once, as the default action did, but stops the
+ * sides and the probe and removes the work folder (with its keys) first.
+ */
+async function endOnSignal(pair: PairRun, signal: NodeJS.Signals): Promise<void> {
+  if (pair.ending) return;
+  pair.ending = true;
+  for (const side of pair.sides) side.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    pair.probe.stop().catch(() => null),
+    new Promise((r) => {
+      timer = setTimeout(r, PROBE_STOP_MS);
+    }),
+  ]);
+  clearTimeout(timer);
+  removeWorkFolder(pair.work);
+  process.exit(128 + (osConstants.signals[signal as keyof typeof osConstants.signals] ?? 0));
+}
+
+async function runPair(
+  o: CommonOptions,
+  argv: string[],
+  tlsMode: 'x509' | 'psk' | undefined,
+  probeInterval: number,
+  pair: PairRun,
+): Promise<number> {
+  const { work, probe } = pair;
   // both sides get the same capabilities (default return-path,multifd; see shared/options.ts)
   const common = passThrough(argv);
-  const work = join(tmpdir(), `switchover-pair-${process.pid}-${Date.now()}`);
-  await mkdir(work, { recursive: true, mode: 0o700 });
   if (tlsMode === 'x509') common.push('--tls-creds', await generateX509(join(work, 'tls')));
   if (tlsMode === 'psk') common.push('--tls-psk', await generatePsk(join(work, 'keys.psk')));
-  if (o.dumpRam) await mkdir(o.dumpRam, { recursive: true });
   const dstJson = join(work, 'destination.json');
   const srcJson = join(work, 'source.json');
   const bar = !o.quiet && process.stderr.isTTY ? new ProgressBar() : null;
@@ -139,7 +219,6 @@ async function main(): Promise<number> {
     onDstService = resolve;
     setTimeout(() => resolve(null), SERVICE_WAIT_MS).unref();
   });
-  const probe = new ServiceProbe(work);
   const noteService = (l: string) => {
     const m = /guest service on (\S+)$/.exec(l);
     if (!m) return false;
@@ -165,6 +244,7 @@ async function main(): Promise<number> {
     ],
     { onStderrLine: (l) => noteService(l) || log(`[destination] ${l}`) },
   );
+  pair.sides.push(dst);
   const address = await dst.firstLine;
   if (!/:\d+$/.test(address)) {
     await dst.exited;
@@ -195,10 +275,10 @@ async function main(): Promise<number> {
         noteService(l) || (l.startsWith('progress ') ? onProgress(l) : log(`[source] ${l}`)),
     },
   );
-  const onSignal = () => src.kill('SIGINT');
-  process.once('SIGINT', onSignal);
+  pair.sides.push(src);
+  pair.cancel = () => src.kill('SIGINT');
   const [srcCode, dstCode] = await Promise.all([src.exited, dst.exited]);
-  process.off('SIGINT', onSignal);
+  pair.cancel = null;
   bar?.done();
   const probeResult = await probe.stop();
   const report = await mergeReports(srcJson, dstJson);
@@ -207,10 +287,14 @@ async function main(): Promise<number> {
     const why = (report.probe as Record<string, unknown>)['not-covered'];
     if (why) log(`outside probe: no service downtime (${why})`);
   }
-  await rm(work, { recursive: true, force: true });
   report['exit-codes'] = { source: srcCode, destination: dstCode };
-  if (o.json) await writeFile(o.json, `${JSON.stringify(report, null, 2)}\n`);
   if (!o.quiet) process.stdout.write(`${reportTable(report)}\n`);
+  // the migration is over: a report that cannot be written now is a warning, the exit code says how it ended
+  const json = o.json;
+  if (json) {
+    const text = `${JSON.stringify(report, null, 2)}\n`;
+    await writeOutputOrWarn(PROG, '--json', json, () => writeFile(json, text));
+  }
   const ok = srcCode === 0 && dstCode === 0 && report.status === 'completed';
   return ok ? 0 : 1;
 }
@@ -238,4 +322,4 @@ async function mergeReports(srcPath: string, dstPath: string): Promise<Record<st
   return merged;
 }
 
-runCli('switchover', USAGE, main);
+runCli(PROG, USAGE, main);

@@ -62,8 +62,13 @@ export function awaitAccept(socket: Socket, peer: string, timeoutMs: number): Pr
         if (b.length < RP_HEADER_LENGTH + len) return 'more';
         const m = decodeRpPayload(type, b.subarray(RP_HEADER_LENGTH, RP_HEADER_LENGTH + len));
         if (m.type !== 'error') return { error: notOurs(`it answered ${printable(b)}`) };
+        // the destination's own code (REFUSED, AUTH, VERSION) says what to fix; an unknown one is PEER_FAILED
+        const known = (Object.values(ErrorCode) as string[]).includes(m.code);
         return {
-          error: new MigrationError(ErrorCode.PEER_FAILED, `destination failed: ${m.code}: ${m.message}`),
+          error: new MigrationError(
+            known ? (m.code as ErrorCode) : ErrorCode.PEER_FAILED,
+            `${peer} refused the migration: ${m.code}: ${m.message}`,
+          ),
         };
       }
       return { error: notOurs(`it answered ${printable(b)}`) };

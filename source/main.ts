@@ -10,6 +10,7 @@ import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { writeRamDump } from '../shared/guest/dump.js';
 import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
 import { GuestServiceThread, SERVICE_ENTRY } from '../shared/guest/service-thread.js';
+import { checkOutputPaths, writeOutputOrWarn } from '../shared/output-paths.js';
 import { formatProgressLine } from '../shared/progress.js';
 import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import { renderTimeline } from '../shared/timeline.js';
@@ -21,6 +22,7 @@ import { PAGE_WORKER_ENTRY } from './ram/page-channels.js';
 import { reportTable } from './report.js';
 import { timelineData } from './timeline-data.js';
 
+const PROG = 'switchover-source';
 const USAGE = `usage: npm run source -- --connect HOST:PORT [options]\n\n${USAGE_OPTIONS}`;
 
 async function main(): Promise<number> {
@@ -30,6 +32,8 @@ async function main(): Promise<number> {
     return 0;
   }
   if (!o.connect) throw new ParameterError(ErrorCode.USAGE, 'source: --connect HOST:PORT is required');
+  // before any guest or connection: a bad output path is a usage error now, not a lost report later
+  await checkOutputPaths(o);
   const security = sourceSecurity(o, o.connect.host);
   for (const w of security.warnings) process.stderr.write(`switchover-source: warning: ${w}\n`);
   const deviceSpecs = parseDeviceSpecs(o.devices);
@@ -95,16 +99,18 @@ async function main(): Promise<number> {
     };
   }
   metrics?.finish(report);
-  if (o.timeline && last) {
-    const data = timelineData(
-      (last as SourceMigration).tracer.records,
-      guest.memory.pageSize,
-      `switchover: ${report.status}, downtime ${report.downtime ?? '-'} ms`,
-    );
-    const out = await renderTimeline(data, o.timeline);
-    report.timeline = out.png ?? out.svg;
+  // outputs that fail now are warnings: the migration is over, and the report and exit code say how
+  const { timeline, dumpRam, json } = o;
+  const records = (last as SourceMigration | null)?.tracer.records;
+  if (timeline && records) {
+    const title = `switchover: ${report.status}, downtime ${report.downtime ?? '-'} ms`;
+    await writeOutputOrWarn(PROG, '--timeline', timeline, async () => {
+      const out = await renderTimeline(timelineData(records, guest.memory.pageSize, title), timeline);
+      report.timeline = out.png ?? out.svg;
+    });
   }
-  if (report.status === 'completed' && o.dumpRam) await writeRamDump(o.dumpRam, guest.memory.bytes);
+  if (report.status === 'completed' && dumpRam)
+    await writeOutputOrWarn(PROG, '--dump-ram', dumpRam, () => writeRamDump(dumpRam, guest.memory.bytes));
   if (report.status !== 'completed') {
     // the guest must still be running: prove it with two heartbeats 100 ms apart
     const before = guest.heartbeat().tick;
@@ -114,13 +120,16 @@ async function main(): Promise<number> {
   service.close();
   metrics?.close();
   await guest.shutdown();
-  if (o.json) await writeFile(o.json, `${JSON.stringify(report, null, 2)}\n`);
   if (!o.quiet) process.stdout.write(`${reportTable(report)}\n`);
+  if (json) {
+    const text = `${JSON.stringify(report, null, 2)}\n`;
+    await writeOutputOrWarn(PROG, '--json', json, () => writeFile(json, text));
+  }
   if (report.status !== 'completed') {
-    process.stderr.write(`switchover-source: ${report['error-code']}: ${report['error-desc']}\n`);
+    process.stderr.write(`${PROG}: ${report['error-code']}: ${report['error-desc']}\n`);
     return 1;
   }
   return 0;
 }
 
-runCli('switchover-source', USAGE, main);
+runCli(PROG, USAGE, main);

@@ -64,7 +64,7 @@ export class Bytes {
 export const b = (): Bytes => new Bytes();
 
 export function hello(kind: number, index: number, id: Buffer, tag: Buffer = Buffer.alloc(32)): Buffer {
-  return b().u32(0x53574f56).u16(1).u8(kind).u8(index).raw(id).raw(tag).build();
+  return b().u32(0x53574f56).u16(2).u8(kind).u8(index).raw(id).raw(tag).build();
 }
 
 export function streamHeader(magic = 0x53575354, version = 2): Buffer {

@@ -24,7 +24,35 @@ export interface FakeDestinationOptions {
    * source says SWITCHOVER_START (the final round), or never connect them at all. Main channel and
    * return path stay healthy.
    */
-  stallPageChannels: { afterBytes: number } | 'at-switchover' | 'never-connect';
+  stallPageChannels?: { afterBytes: number } | 'at-switchover' | 'never-connect';
+  /** A hostile script: sees every stream record and may write raw frames of its own. */
+  hooks?: FakeHooks;
+}
+
+/** Raw writes for hostile scripts (frames built with the project's codecs, or not). */
+export interface FakeIO {
+  /** Writes on the return path (dropped before it is connected). */
+  rp(frame: Buffer): void;
+  /** Writes on the main socket's reverse direction. */
+  main(frame: Buffer): void;
+  /** Stops answering PING, clock probes and rounds (the script speaks alone). */
+  silence(): void;
+}
+
+export interface FakeHooks {
+  onRecord?(rec: StreamRecord, io: FakeIO): void;
+  /** A clock probe arrived; return true when the script answered it (no honest answer then). */
+  onTimeProbe?(value: number, io: FakeIO): boolean;
+  /** Read the return path? (false: never, the way a source that floods probes would be treated.) */
+  readReturnPath?: boolean;
+}
+
+/** A return-path frame with any payload: type and length as the codec frames them, body unchecked. */
+export function rawRpFrame(type: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeUInt16BE(type, 0);
+  head.writeUInt16BE(payload.length, 2);
+  return Buffer.concat([head, payload]);
 }
 
 export interface FakeDestination {
@@ -62,7 +90,18 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
   });
   const roundEnds = new Map<number, number>();
   let channels = 0;
-  const send = (m: RpMessage) => rp?.write(encodeRp(m));
+  let silent = false;
+  const send = (m: RpMessage) => {
+    if (!silent) rp?.write(encodeRp(m));
+  };
+  let mainSocket: net.Socket | null = null;
+  const io: FakeIO = {
+    rp: (frame) => void rp?.write(frame),
+    main: (frame) => void mainSocket?.write(frame),
+    silence: () => {
+      silent = true;
+    },
+  };
 
   const stall = () => {
     if (stalledAt !== null) return;
@@ -98,6 +137,7 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
   };
 
   const onRecord = (rec: StreamRecord, ramSection: { id: number }) => {
+    opts.hooks?.onRecord?.(rec, io);
     if (rec.type === 'configuration') {
       pageSize = Number(rec.body.pageSize);
       ram = new Uint8Array(new SharedArrayBuffer(Number(rec.body.ramSize)));
@@ -121,8 +161,13 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
   const server = net.createServer({ pauseOnConnect: true }, async (s) => {
     sockets.push(s);
     s.on('error', () => {});
-    const hello = decodeHello(await readExact(s, HELLO_LENGTH, 5000, 'fake destination hello'));
+    const raw = await readExact(s, HELLO_LENGTH, 5000, 'fake destination hello');
+    const hello = decodeHello(raw);
     if (hello.kind === ChannelKind.MAIN) {
+      mainSocket = s;
+      // protocol 2 sources wait for ACCEPT (built raw: a protocol-1 build has no encoder for it)
+      const version = raw.readUInt16BE(4);
+      if (version >= 2) s.write(rawRpFrame(0x25, Buffer.from([version >> 8, version & 0xff])));
       key = ChannelBinding.acceptMain(s, hello)!;
       migrationId = hello.migrationId;
       const framer = new StreamFramer();
@@ -135,10 +180,14 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
       rp = s;
       const framer = new RpFramer();
       s.on('data', (chunk: Buffer) => {
-        for (const m of framer.feed(chunk))
-          if (m.type === 'time') send({ type: 'time', body: { value: m.body.value, t: monotonicMs() } });
+        for (const m of framer.feed(chunk)) {
+          if (m.type !== 'time') continue;
+          const value = Number(m.body.value);
+          if (opts.hooks?.onTimeProbe?.(value, io)) continue;
+          send({ type: 'time', body: { value, t: monotonicMs() } });
+        }
       });
-      s.resume();
+      if (opts.hooks?.readReturnPath !== false) s.resume();
     }
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -3,7 +3,7 @@
  * writes back until it closes the connection (or a deadline passes). Bytes are spelled out here with
  * literals and write*BE, independent of the engine's encoders.
  *
- * Hello (56 bytes): be32 magic 0x53574f56 "SWOV" | be16 version 1 | u8 kind (1 main, 2 return path)
+ * Hello (56 bytes): be32 magic 0x53574f56 "SWOV" | be16 version 2 | u8 kind (1 main, 2 return path)
  * | u8 index 0 | 16-byte migration id | 32 zero bytes (auth tag).
  * Main stream after the hello: be32 0x53575354 "SWST" | be32 2 | records...
  */
@@ -18,7 +18,7 @@ export function helloBytes(
 ): Buffer {
   const b = Buffer.alloc(56);
   b.writeUInt32BE(opts.magic ?? 0x53574f56, 0);
-  b.writeUInt16BE(opts.version ?? 1, 4);
+  b.writeUInt16BE(opts.version ?? 2, 4);
   b.writeUInt8(opts.kind ?? KIND_MAIN, 6);
   b.writeUInt8(opts.index ?? 0, 7);
   (opts.migrationId ?? randomBytes(16)).copy(b, 8, 0, 16);

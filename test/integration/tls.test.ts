@@ -176,7 +176,7 @@ t.test('expired server certificate and missing client certificate are named', as
       dst: ['--tls-creds', x509],
       src: ['--tls-creds', x509CaOnly],
       srcLine:
-        /MIG_ERR_PEER_FAILED: destination failed: MIG_ERR_AUTH: the source presented no client certificate/,
+        /MIG_ERR_AUTH: 127\.0\.0\.1:\d+ refused the migration: MIG_ERR_AUTH: the source presented no client certificate/,
       dstLine: /MIG_ERR_AUTH: the source presented no client certificate/,
     })
   ).kill();
@@ -218,7 +218,7 @@ t.test('plaintext source to a TLS destination: MIG_ERR_AUTH on both sides', asyn
       dst: ['--tls-psk', psk],
       src: [],
       srcLine:
-        /^switchover-source: MIG_ERR_PEER_FAILED: destination failed: MIG_ERR_AUTH: this destination requires TLS but the peer sent a plaintext hello/,
+        /^switchover-source: MIG_ERR_AUTH: 127\.0\.0\.1:\d+ refused the migration: MIG_ERR_AUTH: this destination requires TLS but the peer sent a plaintext hello/,
       dstLine: /MIG_ERR_AUTH: this destination requires TLS but the peer sent a plaintext hello/,
     })
   ).kill();

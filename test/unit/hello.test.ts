@@ -41,7 +41,7 @@ t.test('a wrong hello magic is BAD_MAGIC', async (t) => {
 
 t.test('another protocol version is VERSION', async (t) => {
   const bytes = B.hello(1, 0, id);
-  bytes.writeUInt16BE(2, 4);
+  bytes.writeUInt16BE(1, 4); // protocol 1 (before ACCEPT)
   t.throws(() => decodeHello(bytes), { ...code('VERSION'), name: 'VersionError' });
 });
 

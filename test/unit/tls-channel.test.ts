@@ -116,8 +116,11 @@ t.test(
     t.equal(e?.code, 'MIG_ERR_AUTH', 'replayed hello: MIG_ERR_AUTH');
     t.match(e?.message, /not bound to this migration's main channel/);
 
-    const second = await connectChannel(conn(d.port, psk), ChannelKind.MAIN, 'main');
-    t.match(errorOf(await replies(second.socket))?.message, /already in progress/, 'a second MAIN: refused');
+    await t.rejects(
+      connectChannel(conn(d.port, psk), ChannelKind.MAIN, 'main'),
+      { code: 'MIG_ERR_REFUSED', message: /refused the migration: MIG_ERR_REFUSED: .*already in progress/ },
+      'a second MAIN: refused, and connectChannel says so (protocol 2: the refusal answers the hello)',
+    );
     t.same(
       d.refused.map((x) => x.code),
       ['MIG_ERR_AUTH', 'MIG_ERR_REFUSED', 'MIG_ERR_AUTH', 'MIG_ERR_REFUSED'],
@@ -179,10 +182,14 @@ t.test(
   'mix-ups: plaintext to a TLS destination, TLS to a plaintext one — refused with a reason on both sides',
   async (t) => {
     const tlsDst = await listen(t, { tls: loadTlsConfig({ tlsPsk: pskFile }, 'server') });
-    const w = await connectChannel(conn(tlsDst.port, null), ChannelKind.MAIN, 'main');
-    const e = errorOf(await replies(w.socket));
-    t.equal(e?.code, 'MIG_ERR_AUTH', 'the plaintext source reads MIG_ERR_AUTH');
-    t.match(e?.message, /requires TLS but the peer sent a plaintext hello: start the source with --tls-psk/);
+    await t.rejects(
+      connectChannel(conn(tlsDst.port, null), ChannelKind.MAIN, 'main'),
+      {
+        code: 'MIG_ERR_AUTH',
+        message: /requires TLS but the peer sent a plaintext hello: start the source with --tls-psk/,
+      },
+      'the plaintext source reads MIG_ERR_AUTH',
+    );
     t.equal(tlsDst.refused[0]?.code, 'MIG_ERR_AUTH', 'and the destination logs it');
 
     const plainDst = await listen(t, {});
@@ -271,14 +278,9 @@ t.test('x509: verify-peer with client certificates; missing client cert and unkn
   const noCert = loadTlsConfig({ tlsCreds: srcOnlyCa }, 'client')!;
   // this source trusts another CA for the server: give it the right one, but no client certificate
   const goodCa = (loadTlsConfig({ tlsCreds: good }, 'client') as X509Config).ca;
-  const w = await connectChannel(
-    conn(d2.port, { ...(noCert as X509Config), ca: goodCa }),
-    ChannelKind.MAIN,
-    'main',
-  );
-  t.match(
-    errorOf(await replies(w.socket))?.message,
-    /presented no client certificate/,
+  await t.rejects(
+    connectChannel(conn(d2.port, { ...(noCert as X509Config), ca: goodCa }), ChannelKind.MAIN, 'main'),
+    { code: 'MIG_ERR_AUTH', message: /presented no client certificate/ },
     'no client cert: told why',
   );
   await t.rejects(

@@ -1,0 +1,23 @@
+/**
+ * The pair's work folder: the sides' reports, the probe's stop file and, with `--tls`, the run's
+ * private keys. Made with mkdtemp, so the name cannot be guessed and a folder someone else made
+ * beforehand is never adopted (its keys.psk could be swapped); 0700, so only this user reads the keys.
+ */
+import { rmSync } from 'node:fs';
+import { chmod, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const WORK_FOLDER_PREFIX = 'switchover-pair-';
+
+export async function makeWorkFolder(): Promise<string> {
+  const path = await mkdtemp(join(tmpdir(), WORK_FOLDER_PREFIX));
+  // mkdtemp already makes it 0700 on Linux; said again so the guarantee does not rest on the platform
+  await chmod(path, 0o700);
+  return path;
+}
+
+/** Synchronous, so it also runs from an 'exit' handler; a folder already gone is fine. */
+export function removeWorkFolder(path: string): void {
+  rmSync(path, { recursive: true, force: true });
+}
