@@ -130,11 +130,9 @@ async function main(): Promise<number> {
     for (const name of ['source.ram', 'destination.ram'])
       await checkOutputPath('--dump-ram', join(o.dumpRam, name), 'dump');
   }
-  const work = await makeWorkFolder();
-  const pair: PairRun = { work, probe: new ServiceProbe(work), sides: [], cancel: null, ending: false };
-  // the folder goes whatever ends the run: return, throw, a crash through process.exit, a signal
-  const removeAtExit = () => removeWorkFolder(work);
-  process.on('exit', removeAtExit);
+  // the work folder goes whatever ends the run: return, throw, a crash through process.exit, a signal.
+  // The handlers come first and the folder is made synchronously right after them, so no signal
+  // can find the folder made and nobody to remove it.
   const onSignal = (signal: NodeJS.Signals) => {
     if (signal === 'SIGINT' && pair.cancel) {
       const cancel = pair.cancel;
@@ -145,6 +143,10 @@ async function main(): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const work = makeWorkFolder();
+  const pair: PairRun = { work, probe: new ServiceProbe(work), sides: [], cancel: null, ending: false };
+  const removeAtExit = () => removeWorkFolder(work);
+  process.on('exit', removeAtExit);
   try {
     return await runPair(o, argv, tlsMode, probeInterval, pair);
   } finally {
@@ -153,6 +155,12 @@ async function main(): Promise<number> {
     removeWorkFolder(work);
     process.off('exit', removeAtExit);
   }
+}
+
+/** Tracks a started side; one started while a signal ends the pair is stopped at once. */
+function addSide(pair: PairRun, side: Side): void {
+  pair.sides.push(side);
+  if (pair.ending) side.kill('SIGTERM');
 }
 
 /**
@@ -244,7 +252,7 @@ async function runPair(
     ],
     { onStderrLine: (l) => noteService(l) || log(`[destination] ${l}`) },
   );
-  pair.sides.push(dst);
+  addSide(pair, dst);
   const address = await dst.firstLine;
   if (!/:\d+$/.test(address)) {
     await dst.exited;
@@ -275,7 +283,7 @@ async function runPair(
         noteService(l) || (l.startsWith('progress ') ? onProgress(l) : log(`[source] ${l}`)),
     },
   );
-  pair.sides.push(src);
+  addSide(pair, src);
   pair.cancel = () => src.kill('SIGINT');
   const [srcCode, dstCode] = await Promise.all([src.exited, dst.exited]);
   pair.cancel = null;

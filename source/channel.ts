@@ -128,7 +128,7 @@ export function readReturnPath(
         if (errorOnly && (m.type !== 'error' || ++frames > 1))
           throw new ProtocolError(
             ErrorCode.UNKNOWN_MESSAGE,
-            `${writer.name} channel: the destination may send one ERROR here, got '${m.type}'${frames > 1 ? ' after it' : ''}`,
+            `the destination may send one ERROR here, got '${m.type}'${frames > 1 ? ' after it' : ''}`,
           );
         onMessage(m);
       }
@@ -139,6 +139,8 @@ export function readReturnPath(
     }
   };
   writer.socket.on('data', onData);
+  // awaitAccept leaves the main socket paused (nothing read is lost before this listener exists)
+  writer.socket.resume();
   writer.socket.on('close', () =>
     onError(
       writer.error ??

@@ -3,17 +3,17 @@
  * private keys. Made with mkdtemp, so the name cannot be guessed and a folder someone else made
  * beforehand is never adopted (its keys.psk could be swapped); 0700, so only this user reads the keys.
  */
-import { rmSync } from 'node:fs';
-import { chmod, mkdtemp } from 'node:fs/promises';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const WORK_FOLDER_PREFIX = 'switchover-pair-';
 
-export async function makeWorkFolder(): Promise<string> {
-  const path = await mkdtemp(join(tmpdir(), WORK_FOLDER_PREFIX));
+/** Synchronous, so a caller can make it with its signal handlers already in place and nothing between. */
+export function makeWorkFolder(): string {
+  const path = mkdtempSync(join(tmpdir(), WORK_FOLDER_PREFIX));
   // mkdtemp already makes it 0700 on Linux; said again so the guarantee does not rest on the platform
-  await chmod(path, 0o700);
+  chmodSync(path, 0o700);
   return path;
 }
 
