@@ -18,16 +18,18 @@ export interface RamCap {
   why: string;
 }
 
-/** min(75 % of total memory, available memory − headroom), in whole pages. */
-export function guestRamCap(): RamCap {
-  const total = Math.floor(totalmem() * 0.75);
-  // on Linux, libuv's free memory is MemAvailable: page cache the kernel can drop counts as free
-  const available = freemem() - HEADROOM;
+/**
+ * min(75 % of total memory, available memory − headroom), in whole pages. On Linux, libuv's free
+ * memory is MemAvailable: page cache the kernel can drop counts as available.
+ */
+export function guestRamCap(totalBytes = totalmem(), availableBytes = freemem()): RamCap {
+  const total = Math.floor(totalBytes * 0.75);
+  const available = availableBytes - HEADROOM;
   const bytes = Math.max(0, Math.floor(Math.min(total, available) / PAGE_SIZE) * PAGE_SIZE);
   const why =
     available < total
-      ? `${mib(freemem())} MiB available on this host, less ${mib(HEADROOM)} MiB headroom`
-      : `75 % of this host's ${mib(totalmem())} MiB`;
+      ? `${mib(availableBytes)} MiB available on this host, less ${mib(HEADROOM)} MiB headroom`
+      : `75 % of this host's ${mib(totalBytes)} MiB`;
   return { bytes, why };
 }
 
