@@ -27,6 +27,10 @@ export interface FakeDestinationOptions {
   stallPageChannels?: { afterBytes: number } | 'at-switchover' | 'never-connect';
   /** A hostile script: sees every stream record and may write raw frames of its own. */
   hooks?: FakeHooks;
+  /** At EOF, finish like a destination whose guest started: RESUMED, SHUT(0), RESUMED(guest). */
+  completeAtEof?: boolean;
+  /** Every frame the fake writes (ACCEPT on main, everything on the return path) passes through this. */
+  outgoing?: (frame: Buffer, where: 'main' | 'rp') => Buffer;
 }
 
 /** Raw writes for hostile scripts (frames built with the project's codecs, or not). */
@@ -91,8 +95,9 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
   const roundEnds = new Map<number, number>();
   let channels = 0;
   let silent = false;
+  const out = (frame: Buffer, where: 'main' | 'rp') => (opts.outgoing ? opts.outgoing(frame, where) : frame);
   const send = (m: RpMessage) => {
-    if (!silent) rp?.write(encodeRp(m));
+    if (!silent && rp && !rp.destroyed) rp.write(out(encodeRp(m), 'rp'));
   };
   let mainSocket: net.Socket | null = null;
   const io: FakeIO = {
@@ -148,6 +153,15 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
       if (opts.stallPageChannels === 'at-switchover') stall();
     } else if (rec.type === 'eof') {
       eof = true;
+      if (opts.completeAtEof) {
+        const now = monotonicMs();
+        send({ type: 'resumed', body: { checkpoints: { 'dst-vm-started': now } } });
+        send({ type: 'shut', status: 0 });
+        send({
+          type: 'resumed',
+          body: { guest: { 'self-check': { ok: true, pagesChecked: 1, badPages: 0, firstBad: [], ms: 1 } } },
+        });
+      }
     } else if (rec.type === 'start' && rec.idstr === 'ram') {
       ramSection.id = rec.sectionId;
     } else if (rec.type === 'part' && rec.sectionId === ramSection.id) {
@@ -167,7 +181,7 @@ export async function startFakeDestination(t: Test, opts: FakeDestinationOptions
       mainSocket = s;
       // protocol 2 sources wait for ACCEPT (built raw: a protocol-1 build has no encoder for it)
       const version = raw.readUInt16BE(4);
-      if (version >= 2) s.write(rawRpFrame(0x25, Buffer.from([version >> 8, version & 0xff])));
+      if (version >= 2) s.write(out(rawRpFrame(0x25, Buffer.from([version >> 8, version & 0xff])), 'main'));
       key = ChannelBinding.acceptMain(s, hello)!;
       migrationId = hello.migrationId;
       const framer = new StreamFramer();
