@@ -107,8 +107,8 @@ interface PairRun {
   sides: Side[];
   /** Set while the source migrates: the first SIGINT cancels the migration instead of ending the pair. */
   cancel: (() => void) | null;
-  /** A signal is ending the pair: later ones wait for that. */
-  ending: boolean;
+  /** Set when a signal ends the pair (endOnSignal): later signals, and the run itself, wait for it. */
+  ending: Promise<void> | null;
 }
 
 /** How long a signalled pair waits for its probe process to stop before it removes the work folder. */
@@ -139,16 +139,17 @@ async function main(): Promise<number> {
       pair.cancel = null;
       return cancel();
     }
-    void endOnSignal(pair, signal);
+    pair.ending ??= endOnSignal(pair, signal);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const work = makeWorkFolder();
-  const pair: PairRun = { work, probe: new ServiceProbe(work), sides: [], cancel: null, ending: false };
+  const pair: PairRun = { work, probe: new ServiceProbe(work), sides: [], cancel: null, ending: null };
   const removeAtExit = () => removeWorkFolder(work);
   process.on('exit', removeAtExit);
   try {
-    return await runPair(o, argv, tlsMode, probeInterval, pair);
+    // a run that ends while a signal ends the pair waits for it: the exit code is the signal's
+    return await runPair(o, argv, tlsMode, probeInterval, pair).finally(() => pair.ending);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -160,7 +161,7 @@ async function main(): Promise<number> {
 /** Tracks a started side; one started while a signal ends the pair is stopped at once. */
 function addSide(pair: PairRun, side: Side): void {
   pair.sides.push(side);
-  if (pair.ending) side.kill('SIGTERM');
+  if (pair.ending !== null) side.kill('SIGTERM');
 }
 
 /**
@@ -168,8 +169,6 @@ function addSide(pair: PairRun, side: Side): void {
  * sides and the probe and removes the work folder (with its keys) first.
  */
 async function endOnSignal(pair: PairRun, signal: NodeJS.Signals): Promise<void> {
-  if (pair.ending) return;
-  pair.ending = true;
   for (const side of pair.sides) side.kill('SIGTERM');
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([

@@ -63,7 +63,8 @@ export async function checkOutputPath(option: string, path: string, kind: Output
   if (existing && !target) throw refuse('is a symbolic link to nothing');
   if (target?.isDirectory()) throw refuse('is a folder');
   if (existing?.isSymbolicLink()) {
-    const realTarget = await realpath(absolute);
+    // /dev/stdout on a pipe resolves to no path at all: then only the lexical check applies
+    const realTarget = await realpath(absolute).catch(() => absolute);
     if (underPseudoFilesystem(realTarget)) throw refuse(pseudoFilesystemWhy(realTarget));
   }
   // an existing file is rewritten in place; a new one (and a timeline's .svg beside its .png) needs the folder
