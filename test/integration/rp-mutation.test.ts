@@ -13,8 +13,10 @@
  *
  * SWITCHOVER_RP_MUTATIONS=N sets the count (default 6, a seeded subset for CI; the full run is
  * 1,000: `SWITCHOVER_RP_MUTATIONS=1000 npx tap test/integration/rp-mutation.test.ts`), FUZZ_SEED the
- * seed. The outcome table is printed as a comment.
+ * seed, CONCURRENCY the sources at once, SWITCHOVER_RP_MUTATIONS_LOG=FILE a JSON line per sequence.
+ * The outcome table is printed as a comment.
  */
+import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { packBody } from '../../shared/protocol/msgpack.js';
@@ -28,7 +30,9 @@ const CONCURRENCY = Number(process.env.CONCURRENCY ?? 2);
 const STALL_MS = 2000;
 /** A source must be gone this long after it started (stall timeout, SHUT deadline, process exit). */
 const RUN_LIMIT_MS = 40_000;
-t.setTimeout(Math.max(240_000, (N * 6000) / CONCURRENCY + 60_000));
+/** Optional: one JSON line per sequence as it ends (a long run's partial results survive). */
+const LOG = process.env.SWITCHOVER_RP_MUTATIONS_LOG;
+t.setTimeout(Math.max(240_000, (N * 12_000) / CONCURRENCY + 60_000));
 
 const int = (rand: () => number, n: number) => Math.floor(rand() * n);
 const pick = <T>(rand: () => number, xs: readonly T[]): T => xs[int(rand, xs.length)]!;
@@ -193,7 +197,9 @@ t.test(`${N} mutated return-path sequences against live sources (seed ${SEED})`,
   const worker = async () => {
     while (next < N) {
       const i = next++;
-      runs.push(await one((SEED + i * 0x9e3779b1) >>> 0));
+      const r = await one((SEED + i * 0x9e3779b1) >>> 0);
+      runs.push(r);
+      if (LOG) await appendFile(LOG, `${JSON.stringify({ i, ...r })}\n`);
       if (runs.length % 50 === 0) t.comment(`${runs.length}/${N} sequences`);
     }
   };
