@@ -16,6 +16,15 @@ import { startFakeSource } from '../helpers/fake-source.js';
 import { readJsonFile, startDestination, tempDir, waitExit, waitFor } from '../helpers/pair.js';
 
 const MiB = 1024 * 1024;
+/** A destination with two page channels of its own. */
+const PAGE_CHANNEL_DESTINATION = [
+  '--ram',
+  '32M',
+  '--capabilities',
+  'return-path,multifd',
+  '--multifd-channels',
+  '2',
+];
 
 async function rssBytes(pid: number): Promise<number> {
   try {
@@ -96,14 +105,7 @@ async function pagePort(t: Test): Promise<{ port: number; hellos: number[] }> {
 }
 
 t.test('page channels announced on another host: connected to the main peer address only', async (t) => {
-  const { dst } = await destination(t, [
-    '--ram',
-    '32M',
-    '--capabilities',
-    'return-path,multifd',
-    '--multifd-channels',
-    '2',
-  ]);
+  const { dst } = await destination(t, PAGE_CHANNEL_DESTINATION);
   const src = await startFakeSource(t, {
     port: dst.port,
     ramSize: 32 * MiB,
@@ -130,14 +132,7 @@ t.test('page channels announced on another host: connected to the main peer addr
 });
 
 t.test('more page channels than the destination runs: refused, naming both numbers', async (t) => {
-  const { dst, report } = await destination(t, [
-    '--ram',
-    '32M',
-    '--capabilities',
-    'return-path,multifd',
-    '--multifd-channels',
-    '2',
-  ]);
+  const { dst, report } = await destination(t, PAGE_CHANNEL_DESTINATION);
   await startFakeSource(t, {
     port: dst.port,
     ramSize: 32 * MiB,
