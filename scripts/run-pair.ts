@@ -198,10 +198,12 @@ async function runPair(
   const srcJson = join(work, 'source.json');
   const bar = !o.quiet && process.stderr.isTTY ? new ProgressBar() : null;
   const log = (l: string) => {
-    if (o.quiet) return;
+    // a side's error line is shown even with --quiet: it is why the pair ended
+    if (o.quiet && !/ MIG_ERR_[A-Z_]+: /.test(l)) return;
     bar?.clear();
     process.stderr.write(`${l}\n`);
   };
+  let accepted = false;
   const onProgress = (l: string) => {
     const p = parseProgressLine(l);
     if (!bar || !p) return log(l);
@@ -249,7 +251,12 @@ async function runPair(
       '--quiet',
       ...(o.dumpRam ? ['--dump-ram', join(o.dumpRam, 'destination.ram')] : []),
     ],
-    { onStderrLine: (l) => noteService(l) || log(`[destination] ${l}`) },
+    {
+      onStderrLine: (l) => {
+        if (/^switchover-destination: migration [0-9a-f]+ from /.test(l)) accepted = true;
+        return noteService(l) || log(`[destination] ${l}`);
+      },
+    },
   );
   addSide(pair, dst);
   const address = await dst.firstLine;
@@ -284,8 +291,9 @@ async function runPair(
   );
   addSide(pair, src);
   pair.cancel = () => src.kill('SIGINT');
-  const [srcCode, dstCode] = await Promise.all([src.exited, dst.exited]);
+  const srcCode = await src.exited;
   pair.cancel = null;
+  const dstCode = await destinationAfterSource(dst, accepted, o.lingerMs);
   bar?.done();
   const probeResult = await probe.stop();
   const report = await mergeReports(srcJson, dstJson);
@@ -302,8 +310,34 @@ async function runPair(
     const text = `${JSON.stringify(report, null, 2)}\n`;
     await writeOutputOrWarn(PROG, '--json', json, () => writeFile(json, text));
   }
+  if (srcCode === 2) return 2; // the source refused its options: a usage error, as the pair's own
   const ok = srcCode === 0 && dstCode === 0 && report.status === 'completed';
   return ok ? 0 : 1;
+}
+
+/** After a migration the destination checks its guest and exits (after --linger): this long at most. */
+const DESTINATION_AFTER_SOURCE_MS = 60_000;
+
+/**
+ * The source has exited. A destination that never saw it connect would wait for a source forever
+ * (a source that failed on its options, its service port, ...): it is stopped at once. Otherwise it
+ * gets its own time to finish (self-check, --linger), bounded, then SIGTERM and, 5 s later, SIGKILL.
+ */
+async function destinationAfterSource(
+  dst: Side,
+  accepted: boolean,
+  lingerMs: number,
+): Promise<number | string> {
+  if (!accepted) dst.kill('SIGTERM');
+  const wait = (ms: number) =>
+    Promise.race([dst.exited, new Promise<null>((r) => setTimeout(() => r(null), ms).unref())]);
+  const code = (await wait(accepted ? lingerMs + DESTINATION_AFTER_SOURCE_MS : 5000)) ?? null;
+  if (code !== null) return code;
+  dst.kill('SIGTERM');
+  const late = await wait(5000);
+  if (late !== null) return late;
+  dst.kill('SIGKILL');
+  return dst.exited;
 }
 
 async function readJson(path: string): Promise<Record<string, unknown> | null> {

@@ -287,3 +287,20 @@ function alive(pid: number): boolean {
     return false;
   }
 }
+
+t.test('the pair runner: a source that fails on its options ends the pair (exit 2, no hang)', async (t) => {
+  t.setTimeout(45_000);
+  const tmp = await tempDir(t, 'switchover-tmp-');
+  // the runner does not know device specs: only the source refuses this one, after the destination started
+  const pair = startPair(t, tmp, ['--ram', '32M', '--device', 'prep=abc', '--quiet']);
+  const code = await bounded(pair.exited, 30_000);
+  await pair.stopWatching();
+  t.not(code, TIMEOUT, 'the pair ended on its own (it used to wait for the destination forever)');
+  t.equal(code, 2, 'with the source usage error exit code');
+  t.match(
+    pair.stderr(),
+    /\[source\] switchover-source: MIG_ERR_USAGE: --device: /,
+    'its error line shown under --quiet',
+  );
+  t.same(await pairFolders(tmp), [], 'no work folder is left');
+});
