@@ -57,6 +57,9 @@ import { ConvergenceMeter } from './switchover.js';
 const PING_INTERVAL_MS = 1000;
 /** While waiting for the resumed guest's self-check: one clock probe per this many ms. */
 const GUEST_REPORT_PROBE_MS = 50;
+/** How long the source waits for that self-check: this, plus GUEST_REPORT_PER_GIB_MS per GiB of RAM. */
+const GUEST_REPORT_BASE_MS = 5000;
+const GUEST_REPORT_PER_GIB_MS = 5000;
 const CLOCK_PROBES = 8;
 /** RESUMED messages a destination may send (two are sent; the fields of later ones replace earlier). */
 const RESUMED_MAX = 4;
@@ -402,7 +405,13 @@ export class SourceMigration {
   /** After SHUT the destination's guest checks its own memory and reports on the return path. */
   async #waitGuestReport(): Promise<void> {
     if (!this.#rp) return;
-    const deadline = monotonicMs() + 60_000;
+    // the migration is complete: this only adds the destination's view to the report, so it waits
+    // what a self-check takes (~1 s per GiB here) with a wide margin, not a fixed minute — a
+    // destination that answers probes but never reports kept the source alive 60 s
+    const { memory } = this.opts.guest;
+    const gib = Math.ceil((memory.pageCount * memory.pageSize) / 2 ** 30);
+    const deadline =
+      monotonicMs() + Math.max(this.#stall, GUEST_REPORT_BASE_MS) + GUEST_REPORT_PER_GIB_MS * gib;
     let nextProbe = 0;
     while (!this.#resumed?.guest?.['self-check'] && monotonicMs() < deadline) {
       if (this.#rp.socket.destroyed || this.#rp.error) return;

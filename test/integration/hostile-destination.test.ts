@@ -183,3 +183,21 @@ t.test('a silent server is not a destination: named within the connect timeout, 
   t.match(o.report?.['error-desc'], /is not a switchover destination: no answer to the main hello/);
   t.equal(silent.received(), 56, 'only the hello');
 });
+
+t.test('SHUT(0) and then no guest report: the source completes without waiting a minute', async (t) => {
+  const fake = await startFakeDestination(t, {
+    completeAtEof: true,
+    // the second RESUMED (the destination guest's self-check) never comes; probes are still answered
+    outgoing: (frame) =>
+      frame.readUInt16BE(0) === RP.RESUMED && frame.includes('self-check') ? Buffer.alloc(0) : frame,
+  });
+  const started = Date.now();
+  const o = await migrateTo(t, fake.port);
+  const ms = Date.now() - started;
+  t.equal(o.code, 0, 'exit 0: the migration completed', { stderr: o.stderr });
+  t.equal(o.report?.status, 'completed');
+  t.ok(
+    ms < 25_000,
+    `the source ended ${ms} ms after it started (its report wait is 5 s + 5 s per GiB, was 60 s)`,
+  );
+});

@@ -28,8 +28,12 @@ const N = Number(process.env.SWITCHOVER_RP_MUTATIONS ?? 6);
 const SEED = Number(process.env.FUZZ_SEED ?? 0x7e7);
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 2);
 const STALL_MS = 2000;
-/** A source must be gone this long after it started (stall timeout, SHUT deadline, process exit). */
-const RUN_LIMIT_MS = 40_000;
+/**
+ * A source must be gone this long after it started: its longest designed waits are the SHUT deadline
+ * (30 s, while the destination answers probes) or the guest-report wait after SHUT(0) (5 s + 5 s per GiB: 10 s for this
+ * guest), plus setup and precopy on a loaded host.
+ */
+const RUN_LIMIT_MS = 60_000;
 /** Optional: one JSON line per sequence as it ends (a long run's partial results survive). */
 const LOG = process.env.SWITCHOVER_RP_MUTATIONS_LOG;
 t.setTimeout(Math.max(240_000, (N * 12_000) / CONCURRENCY + 60_000));
