@@ -3,7 +3,7 @@
  *
  * A fake destination (test/helpers/fake-destination.ts) migrates each source honestly — ACCEPT, PONG,
  * clock answers, ROUND_DONE, and at EOF RESUMED, SHUT(0), RESUMED(guest) — while every frame it
- * writes passes through a seeded mutator: one frame for sure (one of the first 40) and each other one
+ * writes passes through a seeded mutator: one frame for sure (one of the first 24) and each other one
  * with 2 % chance gets a bit flip, a hostile body (BigInt, objects where numbers belong, huge maps,
  * deep nesting, `__proto__`), another type or length, a cut, a duplicate, a drop, trailing junk, an
  * early SHUT(0), a SHUT(n) or a made-up ERROR. Each source must end on its own, within its stall
@@ -146,7 +146,7 @@ async function one(seed: number): Promise<Run> {
 
 async function sequence(t: Test, seed: number): Promise<Run> {
   const rand = mulberry32(seed);
-  const target = int(rand, 40);
+  const target = int(rand, 24);
   let index = 0;
   const ops: string[] = [];
   const fake = await startFakeDestination(t, {
@@ -198,20 +198,25 @@ async function sequence(t: Test, seed: number): Promise<Run> {
 t.test(`${N} mutated return-path sequences against live sources (seed ${SEED})`, async (t) => {
   const runs: Run[] = [];
   let next = 0;
+  // only sequences that were mutated count: a source that ended before the chosen frame got an
+  // honest migration (kept in the table as `unmutated`, not counted)
+  const mutated = () => runs.filter((r) => r.ops.length > 0).length;
+  let started = 0;
   const worker = async () => {
-    while (next < N) {
+    while (mutated() + (started - runs.length) < N) {
       const i = next++;
+      started++;
       const r = await one((SEED + i * 0x9e3779b1) >>> 0);
-      runs.push(r);
+      runs.push(r.ops.length > 0 || r.violation ? r : { ...r, outcome: `unmutated: ${r.outcome}` });
       if (LOG) await appendFile(LOG, `${JSON.stringify({ i, ...r })}\n`);
-      if (runs.length % 50 === 0) t.comment(`${runs.length}/${N} sequences`);
+      if (runs.length % 50 === 0) t.comment(`${mutated()}/${N} mutated sequences (${runs.length} run)`);
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const table = new Map<string, number>();
   for (const r of runs) table.set(r.outcome, (table.get(r.outcome) ?? 0) + 1);
   const rows = [...table.entries()].sort((a, b) => b[1] - a[1]);
-  t.comment(`outcomes of ${runs.length} sequences (seed ${SEED}):`);
+  t.comment(`outcomes of ${runs.length} sequences, ${mutated()} of them mutated (seed ${SEED}):`);
   for (const [outcome, n] of rows) t.comment(`  ${String(n).padStart(5)}  ${outcome}`);
   const slowest = Math.max(...runs.map((r) => r.ms));
   t.comment(`slowest run ${slowest} ms`);
@@ -221,5 +226,5 @@ t.test(`${N} mutated return-path sequences against live sources (seed ${SEED})`,
     [],
     'every source ended completed, or failed with a report and its guest running',
   );
-  t.equal(runs.length, N, 'every sequence ran');
+  t.ok(mutated() >= N, `${mutated()} mutated sequences ran (at least ${N})`);
 });
