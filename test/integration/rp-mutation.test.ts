@@ -11,7 +11,7 @@
  * with its report written, its guest running, one `MIG_ERR_` line and no stack trace. Anything else —
  * a crash without a report, a hang, a stopped guest left stopped — is a violation.
  *
- * SWITCHOVER_RP_MUTATIONS=N sets the count (default 6, a seeded subset for CI; the full run is
+ * SWITCHOVER_RP_MUTATIONS=N sets the count (default 4, a seeded subset for CI; the full run is
  * 1,000: `SWITCHOVER_RP_MUTATIONS=1000 npx tap test/integration/rp-mutation.test.ts`), FUZZ_SEED the
  * seed, CONCURRENCY the sources at once, SWITCHOVER_RP_MUTATIONS_LOG=FILE a JSON line per sequence.
  * The outcome table is printed as a comment.
@@ -24,7 +24,7 @@ import { rawRpFrame, startFakeDestination } from '../helpers/fake-destination.js
 import { ERROR_LINE, readJsonFile, STACK_LINE, startSide, tempDir, waitExit } from '../helpers/pair.js';
 import { mulberry32 } from '../helpers/prng.js';
 
-const N = Number(process.env.SWITCHOVER_RP_MUTATIONS ?? 6);
+const N = Number(process.env.SWITCHOVER_RP_MUTATIONS ?? 4);
 const SEED = Number(process.env.FUZZ_SEED ?? 0x7e7);
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 2);
 const STALL_MS = 2000;

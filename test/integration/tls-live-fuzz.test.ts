@@ -70,7 +70,10 @@ function mutate(rand: () => number, input: Buffer): { bytes: Buffer; ops: string
   return { bytes: buf, ops };
 }
 
-/** Accepts one connection and records everything sent on it until the peer closes. */
+/**
+ * Accepts one connection and records everything sent on it until the peer closes; answers the hello
+ * with ACCEPT (protocol 2: the source sends nothing more before it), built here byte by byte.
+ */
 async function capture(dir: string): Promise<{ stream: Buffer; ram: Buffer }> {
   let resolve!: (b: Buffer) => void;
   const got = new Promise<Buffer>((r) => {
@@ -78,7 +81,17 @@ async function capture(dir: string): Promise<{ stream: Buffer; ram: Buffer }> {
   });
   const server = net.createServer((s) => {
     const parts: Buffer[] = [];
-    s.on('data', (d: Buffer) => parts.push(d));
+    let have = 0;
+    s.on('data', (d: Buffer) => {
+      parts.push(d);
+      const before = have;
+      have += d.length;
+      // ACCEPT: be16 type 0x25, be16 length 2, be16 protocol version (from the hello, bytes 4-5)
+      if (before < HELLO && have >= HELLO) {
+        const hello = Buffer.concat(parts);
+        s.write(Buffer.from([0x00, 0x25, 0x00, 0x02, hello[4]!, hello[5]!]));
+      }
+    });
     s.on('error', () => {});
     s.on('close', () => resolve(Buffer.concat(parts)));
   });
