@@ -74,10 +74,28 @@ const atSwitchover =
     if (rec.type === 'command' && rec.command === Command.SWITCHOVER_START) frame(io);
   };
 
-async function hostile(t: Test, hooks: FakeHooks): Promise<Outcome> {
+async function hostile(t: Test, hooks: FakeHooks, extra: string[] = []): Promise<Outcome> {
   const fake = await startFakeDestination(t, { hooks });
-  return migrateTo(t, fake.port);
+  return migrateTo(t, fake.port, extra);
 }
+
+/**
+ * A guest rewriting 96 MiB as fast as it can, no bandwidth cap: its final round is large, so a message
+ * sent at SWITCHOVER_START certainly reaches the source before its EOF (a small final round and EOF
+ * can be on the wire before the destination has even read SWITCHOVER_START).
+ */
+const BIG_FINAL_ROUND = [
+  '--ram',
+  '192M',
+  '--dirty-pattern',
+  'sequential',
+  '--dirty-range',
+  '96M',
+  '--dirty-rate',
+  'max',
+  '--max-bandwidth',
+  '0',
+];
 
 t.test('TIME whose value is an object that converts to a number: MALFORMED, no crash', async (t) => {
   let sent = false;
@@ -125,9 +143,13 @@ t.test('RESUMED with 4000 checkpoints: refused before it is merged', async (t) =
 });
 
 t.test('SHUT(0) at SWITCHOVER_START, before EOF: a protocol error, not success', async (t) => {
-  const o = await hostile(t, {
-    onRecord: atSwitchover((io) => io.rp(encodeRp({ type: 'shut', status: 0 }))),
-  });
+  const o = await hostile(
+    t,
+    {
+      onRecord: atSwitchover((io) => io.rp(encodeRp({ type: 'shut', status: 0 }))),
+    },
+    BIG_FINAL_ROUND,
+  );
   failedSafely(t, o, /MIG_ERR_STATE/);
   t.match(o.report?.['error-desc'], /SHUT\(0\) before/);
 });
