@@ -21,6 +21,7 @@ import {
   rawRpFrame,
   startFakeDestination,
 } from '../helpers/fake-destination.js';
+import { BUSY_GUEST } from '../helpers/guests.js';
 import {
   assertOneLineError,
   type Report,
@@ -79,23 +80,8 @@ async function hostile(t: Test, hooks: FakeHooks, extra: string[] = []): Promise
   return migrateTo(t, fake.port, extra);
 }
 
-/**
- * A guest rewriting 96 MiB as fast as it can, no bandwidth cap: its final round is large, so a message
- * sent at SWITCHOVER_START certainly reaches the source before its EOF (a small final round and EOF
- * can be on the wire before the destination has even read SWITCHOVER_START).
- */
-const BIG_FINAL_ROUND = [
-  '--ram',
-  '192M',
-  '--dirty-pattern',
-  'sequential',
-  '--dirty-range',
-  '96M',
-  '--dirty-rate',
-  'max',
-  '--max-bandwidth',
-  '0',
-];
+/** No bandwidth cap: the busy guest's final round is large (see BUSY_GUEST). */
+const BIG_FINAL_ROUND = [...BUSY_GUEST, '--max-bandwidth', '0'];
 
 t.test('TIME whose value is an object that converts to a number: MALFORMED, no crash', async (t) => {
   let sent = false;

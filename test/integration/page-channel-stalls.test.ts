@@ -10,20 +10,12 @@ import { join } from 'node:path';
 import t from 'tap';
 import { monotonicMs } from '../../shared/guest/vcpu-control.js';
 import { startFakeDestination } from '../helpers/fake-destination.js';
+import { BUSY_GUEST } from '../helpers/guests.js';
 import { type Report, startSide, tempDir, waitExit } from '../helpers/pair.js';
 
 const STALL_MS = 2000;
 /** A guest that rewrites a 96 MiB range as fast as it can: the final round is far larger than socket buffers. */
-const BUSY = [
-  '--ram',
-  '192M',
-  '--dirty-pattern',
-  'sequential',
-  '--dirty-range',
-  '96M',
-  '--dirty-rate',
-  'max',
-];
+const BUSY = BUSY_GUEST;
 
 async function source(t: Parameters<typeof startSide>[0], port: number, args: string[]) {
   const dir = await tempDir(t);
