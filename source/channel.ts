@@ -31,6 +31,8 @@ export interface ConnectOptions {
   tls?: TlsConfig | null;
   /** Binding state of this migration's channels; default: one per options object (MAIN sets it). */
   binding?: ChannelBinding;
+  /** Cancels the connect, handshake and ACCEPT wait: the socket is destroyed, the reason thrown. */
+  signal?: AbortSignal;
 }
 
 const bindings = new WeakMap<ConnectOptions, ChannelBinding>();
@@ -52,8 +54,39 @@ export async function connectChannel(
   name: string,
 ): Promise<ChannelWriter> {
   const started = Date.now();
+  opts.signal?.throwIfAborted();
+  // A cancel destroys whatever socket this channel has so far; each stage below then fails at once
+  // (its 'close'), and the caller sees the signal's reason rather than the stage's error.
+  let current: net.Socket | null = null;
+  const onAbort = () => current?.destroy();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await connectStages(opts, kind, name, started, (s) => {
+      current = s;
+    });
+  } catch (err) {
+    if (opts.signal?.aborted) throw opts.signal.reason;
+    throw err;
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+async function connectStages(
+  opts: ConnectOptions,
+  kind: ChannelKind,
+  name: string,
+  started: number,
+  track: (s: net.Socket) => void,
+): Promise<ChannelWriter> {
   const raw = await new Promise<net.Socket>((resolve, reject) => {
     const s = net.connect({ host: opts.host, port: opts.port, noDelay: true });
+    track(s);
+    // destroyed before connecting (a cancel): no 'error' follows, only 'close'
+    s.once('close', () => {
+      clearTimeout(timer);
+      reject(new SocketError(ErrorCode.CANCELLED, `${name} channel: connect cancelled`));
+    });
     const timer = setTimeout(() => {
       s.destroy();
       reject(
@@ -66,6 +99,7 @@ export async function connectChannel(
     s.once('connect', () => {
       clearTimeout(timer);
       s.removeAllListeners('error');
+      s.removeAllListeners('close');
       resolve(s);
     });
     s.once('error', (err) => {
@@ -88,8 +122,10 @@ export async function connectChannel(
         host: opts.host,
         timeoutMs: Math.max(1, opts.connectTimeoutMs - (Date.now() - started)),
         what: `${name} channel to ${opts.host}:${opts.port}`,
+        signal: opts.signal,
       })
     : raw;
+  track(socket);
   const binding = bindingFor(opts);
   const fields = { kind, index: 0, migrationId: opts.migrationId };
   const authTag = kind === Kind.MAIN ? binding.mainTag(socket, fields) : binding.tag(socket, fields);

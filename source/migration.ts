@@ -236,6 +236,7 @@ export class SourceMigration {
       port: opts.port,
       migrationId: this.#migrationId,
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+      signal: this.#abort.signal,
     };
     this.#main = await connectChannel(conn, MAIN, 'main');
     this.#main.stallTimeoutMs = this.#stall;

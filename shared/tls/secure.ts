@@ -48,6 +48,8 @@ export interface SecureClientOptions {
   timeoutMs: number;
   /** For messages, e.g. 'main channel'. */
   what?: string;
+  /** Cancels the handshake: the socket is destroyed and the promise rejects with the reason. */
+  signal?: AbortSignal;
 }
 
 export function secureClient(
@@ -56,21 +58,38 @@ export function secureClient(
   opts: SecureClientOptions,
 ): Promise<tls.TLSSocket> {
   const what = opts.what ?? 'channel';
+  const { signal } = opts;
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
     const s = tls.connect({ ...target, ...clientOptions(cfg, opts.host) });
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    // destroying the wrapped socket does not end the handshake: the TLS socket itself must go
+    const onAbort = () => {
+      done();
+      s.destroy();
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     const timer = setTimeout(() => {
+      done();
       s.destroy();
       reject(new TlsError(ErrorCode.TIMEOUT, `${what}: TLS handshake not done within ${opts.timeoutMs} ms`));
     }, opts.timeoutMs);
     s.once('secureConnect', () => {
-      clearTimeout(timer);
+      done();
       s.removeAllListeners('error');
       s.on('error', () => {}); // never unhandled: the owner's listeners and 'close' report it
       s.setNoDelay(true);
       resolve(s);
     });
     s.once('error', (err) => {
-      clearTimeout(timer);
+      done();
       s.destroy();
       reject(
         new TlsError(
