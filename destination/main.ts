@@ -4,7 +4,9 @@
  * Exit 0 when the guest runs here and checked itself clean, 1 on any failure (guest never started).
  */
 import { writeFile } from 'node:fs/promises';
-import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
+import { parseCommon } from '../shared/cli/args.js';
+import { helpHint, usageText } from '../shared/cli/help.js';
+import { runCli } from '../shared/cli/run.js';
 import { type DeviceSpec, destinationDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
@@ -20,19 +22,12 @@ import { Listener } from './listener.js';
 import { PAGE_WORKER_ENTRY } from './ram/page-channels.js';
 
 const PROG = 'switchover-destination';
-const USAGE = `usage: npm run destination -- --listen HOST:PORT [options]
-
-  --ram SIZE given here preallocates and touches guest RAM before the migration (QEMU prealloc=on);
-  without it, RAM is allocated and touched when the source's configuration arrives.
-  --linger MS keeps the migrated guest running this long after its self-check (default 0).
-
-${USAGE_OPTIONS}`;
 
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
-  const o = parseCommon(argv);
+  const o = parseCommon(argv, 'destination');
   if (o.help) {
-    process.stdout.write(`${USAGE}\n`);
+    process.stdout.write(`${usageText('destination')}\n`);
     return 0;
   }
   if (!o.listen) throw new ParameterError(ErrorCode.USAGE, 'destination: --listen HOST:PORT is required');
@@ -93,7 +88,7 @@ async function main(): Promise<number> {
   service.close();
   await incoming.guest?.shutdown();
   result.report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
-  if (!o.quiet) process.stdout.write(`${reportTable(result.report)}\n`);
+  process.stdout.write(`${reportTable(result.report)}\n`);
   // the migration is over: a report that cannot be written now is a warning, the exit code says how it ended
   const json = o.json;
   if (json) {
@@ -108,4 +103,4 @@ async function main(): Promise<number> {
   return selfCheck.ok ? 0 : 1;
 }
 
-runCli(PROG, USAGE, main);
+runCli(PROG, helpHint('destination'), main);

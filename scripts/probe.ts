@@ -40,7 +40,8 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
-import { parseHostPort, runCli } from '../shared/cli.js';
+import { parseHostPort } from '../shared/cli/args.js';
+import { runCli } from '../shared/cli/run.js';
 import { ErrorCode, ParameterError, SocketError } from '../shared/errors.js';
 import { basePeriod, longestGap } from './lib/gaps.js';
 
@@ -327,7 +328,7 @@ async function probe(opts: ProbeOptions): Promise<number> {
   return replies ? 0 : 1;
 }
 
-runCli('probe', USAGE, async () => {
+runCli('probe', "see 'npm run probe -- --help'", async () => {
   const opts = parse(process.argv.slice(2));
   if (opts === 'help') {
     process.stdout.write(`${USAGE}\n`);

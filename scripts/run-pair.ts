@@ -3,7 +3,8 @@
  * source as two separate Node processes on 127.0.0.1, runs one migration with live progress, and
  * prints one merged report (source view + destination's verification and guest self-check).
  *
- * Options: everything `source` takes (see --help). `--dump-ram DIR` writes DIR/source.ram and
+ * Options (shared/cli/option-table.ts, `--help`): the guest's and the migration's, handed to the side
+ * that takes them. `--dump-ram DIR` writes DIR/source.ram and
  * DIR/destination.ram; `--json FILE` writes the merged report. `--tls x509|psk` generates throwaway
  * credentials in the run's temp directory (x509 with the openssl command: CA, server and client
  * certificates, so verify-peer is on; psk with node:crypto) and gives them to both sides.
@@ -17,8 +18,11 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
-import { type CommonOptions, OPTION_SPEC, parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
-import { ErrorCode, MigrationError, ParameterError } from '../shared/errors.js';
+import { type CommonOptions, parseCommon } from '../shared/cli/args.js';
+import { helpHint, usageText } from '../shared/cli/help.js';
+import { type Command, OPTIONS, type OptionDef } from '../shared/cli/option-table.js';
+import { runCli } from '../shared/cli/run.js';
+import { ErrorCode, MigrationError } from '../shared/errors.js';
 import {
   checkOutputPath,
   checkOutputPaths,
@@ -35,67 +39,37 @@ import { makeWorkFolder, removeWorkFolder } from './lib/work-folder.js';
 
 const PROG = 'switchover';
 
-const USAGE = `usage: npm start -- [--tls x509|psk] [options]\n\nRuns destination and source as two processes on 127.0.0.1 and migrates once.\n  --tls x509|psk             TLS on every channel with throwaway credentials made for this run\n  --probe-interval MS        period of the outside UDP probe of the guest service (default 5; 1 ms during the
-                             handover; 0 = no probe)\n\n${USAGE_OPTIONS}`;
-
-/** Removes `--tls MODE` (pair only) from argv; returns the mode. */
-function takeTls(argv: string[]): 'x509' | 'psk' | undefined {
-  const i = argv.findIndex((a) => a === '--tls' || a.startsWith('--tls='));
-  if (i < 0) return undefined;
-  const [arg] = argv.splice(i, 1);
-  const mode = arg!.includes('=') ? arg!.slice(6) : argv.splice(i, 1)[0];
-  if (mode !== 'x509' && mode !== 'psk')
-    throw new ParameterError(ErrorCode.USAGE, `--tls: '${mode ?? ''}' is not one of x509, psk`);
-  return mode;
-}
-
 /**
- * The outside probe's default period. Measured here (1 GiB paused guest, 2 page channels, interleaved
- * pairs): 1 ms cost ~18 % of the throughput, 2 ms ~7 %, 5 ms ~1 %; the handover itself is probed at
- * 1 ms whatever the period (FAST_PROBE_MS), so only the gap's start is seen at the coarser period.
+ * The outside probe's default period is 5 ms (shared/cli/args.ts). Measured here (1 GiB paused guest,
+ * 2 page channels, interleaved pairs): 1 ms cost ~18 % of the throughput, 2 ms ~7 %, 5 ms ~1 %; the
+ * handover itself is probed at 1 ms whatever the period (FAST_PROBE_MS), so only the gap's start is
+ * seen at the coarser period.
  */
-const DEFAULT_PROBE_MS = 5;
 const FAST_PROBE_MS = 1;
 
 /** How long the pair waits for the destination to announce its guest service. */
 const SERVICE_WAIT_MS = 10_000;
 
-/** Removes `--probe-interval MS` (pair only) from argv; returns the period in ms, 0 for no probe. */
-function takeProbeInterval(argv: string[]): number {
-  const i = argv.findIndex((a) => a === '--probe-interval' || a.startsWith('--probe-interval='));
-  if (i < 0) return DEFAULT_PROBE_MS;
-  const [arg] = argv.splice(i, 1);
-  const raw = arg!.includes('=') ? arg!.slice(arg!.indexOf('=') + 1) : argv.splice(i, 1)[0];
-  const ms = Number(raw);
-  if (raw === undefined || raw.trim() === '' || !Number.isFinite(ms) || ms < 0 || ms > 60_000)
-    throw new ParameterError(
-      ErrorCode.USAGE,
-      `--probe-interval: '${raw ?? ''}' is not a period of 0..60000 ms (0 runs no probe)`,
-    );
-  return ms;
-}
+/** Options the pair handles itself (outputs, TLS, probe) rather than handing them to a side. */
+const PAIR_MANAGED = new Set(['json', 'dump-ram', 'quiet', 'help', 'tls', 'probe-interval']);
 
-const BOOLEAN = new Set(
-  Object.entries(OPTION_SPEC)
-    .filter(([, spec]) => spec.type === 'boolean')
-    .map(([name]) => `--${name}`),
-);
-
-/** Options that only make sense for one side or that pair rewrites. */
-const PAIR_ONLY = new Set(['--json', '--dump-ram', '--quiet', '--connect', '--listen', '--linger']);
-
-function passThrough(argv: string[]): string[] {
+/**
+ * The user's options that `role` takes, as given (already validated by parseCommon): `--timeline`
+ * goes to the source only, `--capabilities` to both.
+ */
+function argsFor(argv: string[], role: Command): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const name = a.split('=')[0]!;
-    const takesValue = !a.includes('=') && !BOOLEAN.has(name);
-    if (PAIR_ONLY.has(name)) {
-      if (takesValue) i++;
-      continue;
+    const name = a.replace(/^--/, '').split('=')[0]!;
+    const def = (OPTIONS as Record<string, OptionDef>)[name];
+    const takesValue = def?.type === 'string' && !a.includes('=');
+    const pass = def !== undefined && def.commands.includes(role) && !PAIR_MANAGED.has(name);
+    if (pass) out.push(a);
+    if (takesValue && i + 1 < argv.length) {
+      if (pass) out.push(argv[i + 1]!);
+      i++;
     }
-    out.push(a);
-    if (takesValue && i + 1 < argv.length) out.push(argv[++i]!);
   }
   return out;
 }
@@ -105,22 +79,25 @@ interface PairRun {
   work: string;
   probe: ServiceProbe;
   sides: Side[];
-  /** Set while the source migrates: the first SIGINT cancels the migration instead of ending the pair. */
+  /** Set while the source migrates: the first SIGINT/SIGTERM cancels the migration instead of ending the pair. */
   cancel: (() => void) | null;
   /** Set when a signal ends the pair (endOnSignal): later signals, and the run itself, wait for it. */
   ending: Promise<void> | null;
 }
+
+/** Signals this close to the one that cancelled are copies of it (see onSignal). */
+const SAME_KEYPRESS_MS = 200;
 
 /** How long a signalled pair waits for its probe process to stop before it removes the work folder. */
 const PROBE_STOP_MS = 2000;
 
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
-  const tlsMode = takeTls(argv);
-  const probeInterval = takeProbeInterval(argv);
-  const o = parseCommon(argv);
+  // every option of both sides is checked here, before any process starts: a bad --device is one
+  // line and exit 2 at once, not a destination left waiting for a source that never comes
+  const o = parseCommon(argv, 'pair');
   if (o.help) {
-    process.stdout.write(`${USAGE}\n`);
+    process.stdout.write(`${usageText('pair')}\n`);
     return 0;
   }
   // before anything starts: a bad output path is a usage error now, not a lost report later
@@ -133,12 +110,20 @@ async function main(): Promise<number> {
   // the work folder goes whatever ends the run: return, throw, a crash through process.exit, a signal.
   // The handlers come first and the folder is made synchronously right after them, so no signal
   // can find the folder made and nobody to remove it.
+  // The sides run in their own process groups (spawnSide ownGroup), so a Ctrl-C in the terminal
+  // reaches this process only: the first SIGINT or SIGTERM is handed to the source once, as a
+  // graceful cancel; a later one, or one outside the migration, ends the pair at once. Under
+  // `npm start` one Ctrl-C arrives twice (the terminal's, and npm's forwarded copy a few ms later):
+  // signals within SAME_KEYPRESS_MS of the cancel are that one keypress.
+  let cancelledAt = Number.NEGATIVE_INFINITY;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (signal === 'SIGINT' && pair.cancel) {
+    if (pair.cancel) {
       const cancel = pair.cancel;
       pair.cancel = null;
+      cancelledAt = performance.now();
       return cancel();
     }
+    if (performance.now() - cancelledAt < SAME_KEYPRESS_MS) return;
     pair.ending ??= endOnSignal(pair, signal);
   };
   process.on('SIGINT', onSignal);
@@ -149,7 +134,7 @@ async function main(): Promise<number> {
   process.on('exit', removeAtExit);
   try {
     // a run that ends while a signal ends the pair waits for it: the exit code is the signal's
-    return await runPair(o, argv, tlsMode, probeInterval, pair).finally(() => pair.ending);
+    return await runPair(o, argv, pair).finally(() => pair.ending);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -161,15 +146,15 @@ async function main(): Promise<number> {
 /** Tracks a started side; one started while a signal ends the pair is stopped at once. */
 function addSide(pair: PairRun, side: Side): void {
   pair.sides.push(side);
-  if (pair.ending !== null) side.kill('SIGTERM');
+  if (pair.ending !== null) side.kill('SIGKILL');
 }
 
 /**
- * A signal outside the one cancel ends the pair at once, as the default action did, but stops the
- * sides and the probe and removes the work folder (with its keys) first.
+ * A signal outside the one cancel ends the pair at once, as the default action did, but kills the
+ * sides, stops the probe and removes the work folder (with its keys) first.
  */
 async function endOnSignal(pair: PairRun, signal: NodeJS.Signals): Promise<void> {
-  for (const side of pair.sides) side.kill('SIGTERM');
+  for (const side of pair.sides) side.kill('SIGKILL');
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([
     pair.probe.stop().catch(() => null),
@@ -182,18 +167,13 @@ async function endOnSignal(pair: PairRun, signal: NodeJS.Signals): Promise<void>
   process.exit(128 + (osConstants.signals[signal as keyof typeof osConstants.signals] ?? 0));
 }
 
-async function runPair(
-  o: CommonOptions,
-  argv: string[],
-  tlsMode: 'x509' | 'psk' | undefined,
-  probeInterval: number,
-  pair: PairRun,
-): Promise<number> {
+async function runPair(o: CommonOptions, argv: string[], pair: PairRun): Promise<number> {
   const { work, probe } = pair;
+  const probeInterval = o.probeIntervalMs;
   // both sides get the same capabilities (default return-path,multifd; see shared/options.ts)
-  const common = passThrough(argv);
-  if (tlsMode === 'x509') common.push('--tls-creds', await generateX509(join(work, 'tls')));
-  if (tlsMode === 'psk') common.push('--tls-psk', await generatePsk(join(work, 'keys.psk')));
+  const tlsArgs: string[] = [];
+  if (o.tls === 'x509') tlsArgs.push('--tls-creds', await generateX509(join(work, 'tls')));
+  if (o.tls === 'psk') tlsArgs.push('--tls-psk', await generatePsk(join(work, 'keys.psk')));
   const dstJson = join(work, 'destination.json');
   const srcJson = join(work, 'source.json');
   const bar = !o.quiet && process.stderr.isTTY ? new ProgressBar() : null;
@@ -220,8 +200,7 @@ async function runPair(
   };
   // The probe must be sending before the source starts, or a short migration is over before it
   // looks: the source's service gets a port chosen here, and the source waits for the probe.
-  const userService = argv.some((a) => a === '--service' || a.startsWith('--service='));
-  const srcService = probeInterval > 0 && !userService ? `127.0.0.1:${await freeUdpPort()}` : null;
+  const srcService = probeInterval > 0 ? `127.0.0.1:${await freeUdpPort()}` : null;
   const services: string[] = [];
   let onDstService: (address: string) => void = () => {};
   const dstService = new Promise<string | null>((resolve) => {
@@ -233,9 +212,6 @@ async function runPair(
     if (!m) return false;
     services.push(m[1]!);
     if (services.length === 1) onDstService(m[1]!);
-    // --service given by the user: the old way, the probe starts once both services are known
-    if (!srcService && services.length === 2 && probeInterval > 0)
-      void probe.start(services, probeInterval, Math.min(FAST_PROBE_MS, probeInterval));
     return true;
   };
   const dst = spawnSide(
@@ -245,7 +221,8 @@ async function runPair(
       '127.0.0.1:0',
       '--ram',
       String(o.ramBytes),
-      ...common,
+      ...argsFor(argv, 'destination'),
+      ...tlsArgs,
       '--json',
       dstJson,
       '--quiet',
@@ -256,6 +233,7 @@ async function runPair(
         if (/^switchover-destination: migration [0-9a-f]+ from /.test(l)) accepted = true;
         return noteService(l) || log(`[destination] ${l}`);
       },
+      ownGroup: true,
     },
   );
   addSide(pair, dst);
@@ -277,7 +255,8 @@ async function runPair(
     [
       '--connect',
       address,
-      ...common,
+      ...argsFor(argv, 'source'),
+      ...tlsArgs,
       ...(srcService ? ['--service', srcService] : []),
       '--json',
       srcJson,
@@ -287,13 +266,14 @@ async function runPair(
     {
       onStderrLine: (l) =>
         noteService(l) || (l.startsWith('progress ') ? onProgress(l) : log(`[source] ${l}`)),
+      ownGroup: true,
     },
   );
   addSide(pair, src);
   pair.cancel = () => src.kill('SIGINT');
   const srcCode = await src.exited;
   pair.cancel = null;
-  const dstCode = await destinationAfterSource(dst, accepted, o.lingerMs);
+  const dstCode = await destinationAfterSource(dst, accepted);
   bar?.done();
   const probeResult = await probe.stop();
   const report = await mergeReports(srcJson, dstJson);
@@ -303,7 +283,7 @@ async function runPair(
     if (why) log(`outside probe: no service downtime (${why})`);
   }
   report['exit-codes'] = { source: srcCode, destination: dstCode };
-  if (!o.quiet) process.stdout.write(`${reportTable(report)}\n`);
+  process.stdout.write(`${reportTable(report)}\n`);
   // the migration is over: a report that cannot be written now is a warning, the exit code says how it ended
   const json = o.json;
   if (json) {
@@ -315,23 +295,19 @@ async function runPair(
   return ok ? 0 : 1;
 }
 
-/** After a migration the destination checks its guest and exits (after --linger): this long at most. */
+/** After a migration the destination checks its guest and exits: this long at most. */
 const DESTINATION_AFTER_SOURCE_MS = 60_000;
 
 /**
  * The source has exited. A destination that never saw it connect would wait for a source forever
  * (a source that failed on its options, its service port, ...): it is stopped at once. Otherwise it
- * gets its own time to finish (self-check, --linger), bounded, then SIGTERM and, 5 s later, SIGKILL.
+ * gets its own time to finish (self-check), bounded, then SIGTERM and, 5 s later, SIGKILL.
  */
-async function destinationAfterSource(
-  dst: Side,
-  accepted: boolean,
-  lingerMs: number,
-): Promise<number | string> {
+async function destinationAfterSource(dst: Side, accepted: boolean): Promise<number | string> {
   if (!accepted) dst.kill('SIGTERM');
   const wait = (ms: number) =>
     Promise.race([dst.exited, new Promise<null>((r) => setTimeout(() => r(null), ms).unref())]);
-  const code = (await wait(accepted ? lingerMs + DESTINATION_AFTER_SOURCE_MS : 5000)) ?? null;
+  const code = (await wait(accepted ? DESTINATION_AFTER_SOURCE_MS : 5000)) ?? null;
   if (code !== null) return code;
   dst.kill('SIGTERM');
   const late = await wait(5000);
@@ -363,4 +339,4 @@ async function mergeReports(srcPath: string, dstPath: string): Promise<Record<st
   return merged;
 }
 
-runCli(PROG, USAGE, main);
+runCli(PROG, helpHint('pair'), main);

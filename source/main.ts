@@ -4,8 +4,10 @@
  * SIGINT/SIGTERM cancel the migration; the guest keeps running until the process ends.
  */
 import { writeFile } from 'node:fs/promises';
-import { parseCommon, runCli, USAGE_OPTIONS } from '../shared/cli.js';
-import { parseDeviceSpecs, sourceDevices } from '../shared/devices/registry.js';
+import { parseCommon } from '../shared/cli/args.js';
+import { helpHint, usageText } from '../shared/cli/help.js';
+import { runCli } from '../shared/cli/run.js';
+import { sourceDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
 import { writeRamDump } from '../shared/guest/dump.js';
 import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
@@ -23,20 +25,30 @@ import { reportTable } from './report.js';
 import { timelineData } from './timeline-data.js';
 
 const PROG = 'switchover-source';
-const USAGE = `usage: npm run source -- --connect HOST:PORT [options]\n\n${USAGE_OPTIONS}`;
 
 async function main(): Promise<number> {
-  const o = parseCommon(process.argv.slice(2));
+  const o = parseCommon(process.argv.slice(2), 'source');
   if (o.help) {
-    process.stdout.write(`${USAGE}\n`);
+    process.stdout.write(`${usageText('source')}\n`);
     return 0;
   }
   if (!o.connect) throw new ParameterError(ErrorCode.USAGE, 'source: --connect HOST:PORT is required');
+  // from here on a signal cancels: one that comes while the guest boots ends in a 'cancelled' report
+  // (the migration starts cancelled), not in the default action's silent death
+  const abort = new AbortController();
+  process.once('SIGINT', () => abort.abort());
+  process.once('SIGTERM', () => abort.abort());
   // before any guest or connection: a bad output path is a usage error now, not a lost report later
   await checkOutputPaths(o);
   const security = sourceSecurity(o, o.connect.host);
   for (const w of security.warnings) process.stderr.write(`switchover-source: warning: ${w}\n`);
-  const deviceSpecs = parseDeviceSpecs(o.devices);
+  const deviceSpecs = o.devices;
+  // from the start, before the guest boots: a scraper sees 'setup' and a busy port is a usage error
+  const metrics = o.metricsPort === undefined ? null : new MetricsServer();
+  if (metrics)
+    process.stderr.write(
+      `switchover-source: metrics on http://127.0.0.1:${await metrics.listen(o.metricsPort!)}/metrics\n`,
+    );
   // before guest RAM exists: bundling and compiling fork a child, which would make all of RAM copy-on-write
   prepareWorkerBundles([VCPU_ENTRY, SERVICE_ENTRY, PAGE_WORKER_ENTRY]);
   prepareNativeHash();
@@ -47,14 +59,6 @@ async function main(): Promise<number> {
   const served = await service.start(o.service.host, o.service.port);
   service.attach(guest.memory);
   process.stderr.write(`switchover-source: guest service on ${served.host}:${served.port}\n`);
-  const abort = new AbortController();
-  process.once('SIGINT', () => abort.abort());
-  process.once('SIGTERM', () => abort.abort());
-  const metrics = o.metricsPort === undefined ? null : new MetricsServer();
-  if (metrics)
-    process.stderr.write(
-      `switchover-source: metrics on http://127.0.0.1:${await metrics.listen(o.metricsPort!)}/metrics\n`,
-    );
   let last: SourceMigration | null = null;
   const migrateTo = (target: { host: string; port: number }) => {
     last = new SourceMigration({
@@ -120,7 +124,7 @@ async function main(): Promise<number> {
   service.close();
   metrics?.close();
   await guest.shutdown();
-  if (!o.quiet) process.stdout.write(`${reportTable(report)}\n`);
+  process.stdout.write(`${reportTable(report)}\n`);
   if (json) {
     const text = `${JSON.stringify(report, null, 2)}\n`;
     await writeOutputOrWarn(PROG, '--json', json, () => writeFile(json, text));
@@ -132,4 +136,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-runCli(PROG, USAGE, main);
+runCli(PROG, helpHint('source'), main);

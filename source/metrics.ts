@@ -4,6 +4,7 @@
  */
 import http from 'node:http';
 import { Gauge, Registry } from 'prom-client';
+import { ErrorCode, ParameterError } from '../shared/errors.js';
 import type { Progress } from './migration.js';
 import type { MigrationReport } from './report.js';
 
@@ -58,7 +59,19 @@ export class MetricsServer {
       res.writeHead(200, { 'content-type': this.#registry.contentType });
       res.end(await this.#registry.metrics());
     });
-    await new Promise<void>((resolve) => this.#server!.listen(port, host, resolve));
+    const server = this.#server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          new ParameterError(
+            ErrorCode.USAGE,
+            `--metrics-port: cannot listen on ${host}:${port}: ${err.code ?? err.message}`,
+            { field: '--metrics-port' },
+          ),
+        ),
+      );
+      server.listen(port, host, resolve);
+    });
     return (this.#server.address() as { port: number }).port;
   }
 

@@ -175,6 +175,8 @@ export class SourceMigration {
   async run(): Promise<MigrationReport> {
     this.#t0 = monotonicMs();
     this.state.transition(S.NONE, S.SETUP);
+    // cancelled before it started (a Ctrl-C while the guest booted): the abort listener never fires
+    if (this.opts.signal?.aborted) this.cancel();
     try {
       await this.#guard(this.#setup());
       this.#setupTime = monotonicMs() - this.#t0;

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import { parseArgs } from 'node:util';
-import { parseHostPort } from '../../shared/cli.js';
+import { parseHostPort } from '../../shared/cli/args.js';
 
 const { values } = parseArgs({
   options: { target: { type: 'string', multiple: true }, 'hold-ms': { type: 'string', default: '3000' } },

@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { PARENT_PIPE_ENV } from '../../shared/cli/run.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -26,6 +27,12 @@ export interface SpawnOptions {
   /** Extra argv for node before the entry, e.g. a wrapper like `ip netns exec NS`. */
   prefix?: string[];
   env?: NodeJS.ProcessEnv;
+  /**
+   * Its own process group, so a terminal's Ctrl-C reaches only the parent (which decides what the
+   * side gets). Its stdin is then a pipe from the parent: the side ends as on SIGTERM when the parent
+   * goes away (shared/cli/run.ts), so a killed parent leaves no orphan waiting forever.
+   */
+  ownGroup?: boolean;
 }
 
 export function spawnSide(role: 'source' | 'destination', args: string[], opts: SpawnOptions = {}): Side {
@@ -36,8 +43,9 @@ export function spawnSide(role: 'source' | 'destination', args: string[], opts: 
     : [process.execPath, ...nodeArgs];
   const child = spawn(cmd!, cmdArgs, {
     cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
+    stdio: [opts.ownGroup ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env, ...(opts.ownGroup ? { [PARENT_PIPE_ENV]: '1' } : {}) },
+    detached: opts.ownGroup === true,
   });
   const stdoutLines: string[] = [];
   const stderrLines: string[] = [];

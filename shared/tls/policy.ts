@@ -3,7 +3,7 @@
  * address needs --insecure and gets a warning. Warnings are printed as
  * `switchover-<side>: warning: ...` (never a MIG_ERR line, so they do not count as failures).
  */
-import { isLoopback } from '../cli.js';
+import { isLoopback } from '../cli/args.js';
 import { ErrorCode, ParameterError } from '../errors.js';
 import { keyFileWarning, loadTlsConfig, type TlsConfig, type TlsOptionValues } from './config.js';
 

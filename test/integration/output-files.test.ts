@@ -1,32 +1,15 @@
-/**
- * Output files (`--dump-ram`, `--json`, `--timeline`) and the pair's work folder:
- *  - a RAM dump is private (0600) and always a new file: an existing file or a symlink at the path is
- *    refused, and the file behind it is left untouched;
- *  - a path that cannot be written is a usage error before anything starts (exit 2, one error line,
- *    no guest, within a few seconds), including paths under /proc and /sys;
- *  - a write that fails after the migration (its folder removed meanwhile) is one warning line: the
- *    report still reaches stdout and the exit code still says the migration completed;
- *  - `npm start`'s work folder is made by mkdtemp (random name, 0700) and is gone when the runner
- *    ends, normally or on SIGTERM (which also stops its sides).
- */
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { ROOT } from '../../scripts/lib/spawn-side.js';
 import { ErrorCode } from '../../shared/errors.js';
 import { writeRamDump } from '../../shared/guest/dump.js';
 import { checkOutputPath } from '../../shared/output-paths.js';
 import {
   assertOneLineError,
-  bounded,
   runMigration,
   startSide,
-  TIMEOUT,
   tempDir,
   waitExit,
-  waitFor,
   waitProgress,
 } from '../helpers/pair.js';
 
@@ -122,7 +105,7 @@ t.test('a dump onto an existing file or a symlink is refused before migrating', 
   const link = join(dir, 'link.ram');
   await symlink(target, link);
   const exists =
-    /^switchover-\w+: MIG_ERR_USAGE: --dump-ram: .*: exists \(dumps are never overwritten: remove it first\)$/;
+    /^switchover-\w+: MIG_ERR_USAGE: --dump-ram: .*: exists \(dumps are never overwritten: remove it first\) \(see '[^']+ --help'\)$/;
   await expectRefused(t, 'source', ['--dump-ram', existing], exists);
   await expectRefused(t, 'destination', ['--dump-ram', link], exists);
   t.equal(await readFile(existing, 'utf8'), 'keep me', 'the existing file is untouched');
@@ -135,7 +118,7 @@ t.test('--json into a missing folder and --timeline under /proc fail fast, exit 
   const missing = join(dir, 'no', 'such', 'dir');
   const json = join(missing, 'x.json');
   const noFolder = new RegExp(
-    `^switchover-\\w+: MIG_ERR_USAGE: --json: ${json}: folder ${missing} does not exist$`,
+    `^switchover-\\w+: MIG_ERR_USAGE: --json: ${json}: folder ${missing} does not exist \\(see '[^']+ --help'\\)$`,
   );
   await expectRefused(t, 'source', ['--json', json], noFolder);
   await expectRefused(t, 'destination', ['--json', json], noFolder);
@@ -183,124 +166,4 @@ t.test('a --json folder removed during the migration: warning, report on stdout,
   t.equal(r.dumpsEqual, true, 'the RAM dumps (another folder) were written and match');
   t.equal(await mode(join(r.dir, 'source.ram')), 0o600, "the source's dump is 0600");
   t.equal(await mode(join(r.dir, 'destination.ram')), 0o600, "the destination's dump is 0600");
-});
-
-/** `npm start`'s runner with its temp folder in `tmp`; records the pair work folders seen while it runs. */
-function startPair(t: Test, tmp: string, args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/run-pair.ts'), ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, TMPDIR: tmp },
-  });
-  let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => {
-    stderr += c.toString();
-  });
-  const exited = new Promise<number | string>((resolve) =>
-    child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
-  );
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await bounded(exited, 5000);
-  });
-  const seen = new Map<string, number>();
-  let watching = true;
-  const watch = (async () => {
-    while (watching) {
-      for (const name of await pairFolders(tmp)) {
-        if (!seen.has(name)) seen.set(name, await mode(join(tmp, name)).catch(() => -1));
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  })();
-  const stopWatching = async () => {
-    watching = false;
-    await watch;
-  };
-  return { child, exited, seen, stopWatching, stderr: () => stderr };
-}
-
-async function pairFolders(tmp: string): Promise<string[]> {
-  return (await readdir(tmp)).filter((n) => n.startsWith('switchover-pair-'));
-}
-
-function assertMkdtempFolders(t: Test, seen: Map<string, number>): void {
-  t.equal(seen.size, 1, `one work folder was made (${[...seen.keys()].join(', ')})`);
-  for (const [name, m] of seen) {
-    t.match(name, /^switchover-pair-[A-Za-z0-9]{6}$/, `${name}: a mkdtemp name, not a guessable one`);
-    t.equal(m, 0o700, `${name} is 0700`);
-  }
-}
-
-t.test('the pair runner: a mkdtemp work folder, gone after the run', async (t) => {
-  t.setTimeout(45_000);
-  const tmp = await tempDir(t, 'switchover-tmp-');
-  const pair = startPair(t, tmp, ['--ram', '32M', '--dirty-rate', '0', '--quiet']);
-  const code = await bounded(pair.exited, 40_000);
-  await pair.stopWatching();
-  t.not(code, TIMEOUT, 'the pair finished in time');
-  t.equal(code, 0, `the pair exits 0 ${pair.stderr().slice(0, 400)}`);
-  assertMkdtempFolders(t, pair.seen);
-  t.same(await pairFolders(tmp), [], 'no work folder is left');
-});
-
-t.test('the pair runner: SIGTERM mid-run removes the work folder and stops the sides', async (t) => {
-  t.setTimeout(45_000);
-  const tmp = await tempDir(t, 'switchover-tmp-');
-  // 32 MiB at 8 MB/s: the migration is still running when the signal comes
-  const pair = startPair(t, tmp, ['--ram', '32M', '--max-bandwidth', '8M', '--probe-interval', '0']);
-  const migrating = await waitFor(() => /^progress /m.test(pair.stderr()), 30_000);
-  t.ok(migrating, 'the migration started');
-  const sides = childrenOf(pair.child.pid!);
-  t.ok(sides.length >= 2, `the pair runs its sides (${sides.join(', ')})`);
-  pair.child.kill('SIGTERM');
-  const code = await bounded(pair.exited, 10_000);
-  await pair.stopWatching();
-  t.not(code, TIMEOUT, 'the pair ended in time');
-  t.ok(code === 143 || code === 'SIGTERM', `the pair ended as a SIGTERM does (${String(code)})`);
-  assertMkdtempFolders(t, pair.seen);
-  t.same(await pairFolders(tmp), [], 'no work folder is left');
-  const gone = await waitFor(() => sides.every((pid) => !alive(pid)), 10_000);
-  t.ok(gone, 'no side outlives the pair');
-  for (const pid of sides) if (alive(pid)) process.kill(pid, 'SIGKILL');
-});
-
-/** Direct children of `pid` (Linux procfs). */
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** Running (a zombie waiting for a reaper does not count). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-t.test('the pair runner: a source that fails on its options ends the pair (exit 2, no hang)', async (t) => {
-  t.setTimeout(45_000);
-  const tmp = await tempDir(t, 'switchover-tmp-');
-  // the runner does not know device specs: only the source refuses this one, after the destination started
-  const pair = startPair(t, tmp, ['--ram', '32M', '--device', 'prep=abc', '--quiet']);
-  const code = await bounded(pair.exited, 30_000);
-  await pair.stopWatching();
-  t.not(code, TIMEOUT, 'the pair ended on its own (it used to wait for the destination forever)');
-  t.equal(code, 2, 'with the source usage error exit code');
-  t.match(
-    pair.stderr(),
-    /\[source\] switchover-source: MIG_ERR_USAGE: --device: /,
-    'its error line shown under --quiet',
-  );
-  t.same(await pairFolders(tmp), [], 'no work folder is left');
 });

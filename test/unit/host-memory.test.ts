@@ -1,5 +1,5 @@
 import t from 'tap';
-import { parseCommon } from '../../shared/cli.js';
+import { parseCommon } from '../../shared/cli/args.js';
 import { guestRamCap } from '../../shared/host-memory.js';
 
 const GiB = 1024 ** 3;
@@ -19,16 +19,16 @@ t.test('the guest RAM cap follows available memory, not only the total', async (
 t.test('--ram and --metrics-port out of range are usage errors naming the option', async (t) => {
   const usage = (re: RegExp) => ({ code: 'MIG_ERR_USAGE', message: re });
   t.throws(
-    () => parseCommon(['--ram', '64T']),
+    () => parseCommon(['--ram', '64T'], 'source'),
     usage(/^--ram: '64T' is more than this host can hold: at most \d+ bytes/),
   );
-  t.throws(() => parseCommon(['--ram', '0']), usage(/^--ram: '0' is below the smallest guest/));
+  t.throws(() => parseCommon(['--ram', '0'], 'source'), usage(/^--ram: '0' is below the smallest guest/));
   t.throws(
-    () => parseCommon(['--ram', '100']),
+    () => parseCommon(['--ram', '100'], 'source'),
     usage(/^--ram: '100' is not a whole number of 4096-byte pages/),
   );
-  t.throws(() => parseCommon(['--metrics-port', '99999']), usage(/^--metrics-port: '99999' is not a port/));
-  t.throws(() => parseCommon(['--metrics-port', '1.5']), usage(/is not a port/));
-  t.equal(parseCommon(['--ram', '64M']).ramBytes, 64 * MiB);
-  t.equal(parseCommon(['--metrics-port', '0']).metricsPort, 0);
+  t.throws(() => parseCommon(['--metrics-port', '99999'], 'source'), usage(/^--metrics-port: '99999' is not a port/));
+  t.throws(() => parseCommon(['--metrics-port', '1.5'], 'source'), usage(/is not a port/));
+  t.equal(parseCommon(['--ram', '64M'], 'source').ramBytes, 64 * MiB);
+  t.equal(parseCommon(['--metrics-port', '0'], 'source').metricsPort, 0);
 });

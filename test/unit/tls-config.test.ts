@@ -6,7 +6,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { isLoopback, parseCommon } from '../../shared/cli.js';
+import { isLoopback, parseCommon } from '../../shared/cli/args.js';
 import { describeTls, keyFileWarning, loadTlsConfig, parsePskFile } from '../../shared/tls/config.js';
 import { generatePsk, generateX509, haveOpenssl } from '../../shared/tls/generate.js';
 import { destinationSecurity, sourceSecurity } from '../../shared/tls/policy.js';
@@ -121,9 +121,9 @@ t.test('safe defaults: plaintext listens on loopback only unless --insecure (wit
 });
 
 t.test('CLI: the security options parse; --hello-timeout is bounded', async (t) => {
-  const o = parseCommon(['--tls-psk', 'f', '--hello-timeout', '1.5s', '--insecure']);
+  const o = parseCommon(['--tls-psk', 'f', '--hello-timeout', '1.5s', '--insecure'], 'destination');
   t.same([o.tlsPsk, o.helloTimeoutMs, o.insecure], ['f', 1500, true]);
-  t.same([parseCommon([]).helloTimeoutMs, parseCommon([]).insecure], [5000, false], 'defaults');
-  t.throws(() => parseCommon(['--hello-timeout', '0']), usage);
-  t.throws(() => parseCommon(['--hello-timeout', 'soon']), usage);
+  t.same([parseCommon([], 'destination').helloTimeoutMs, parseCommon([], 'destination').insecure], [5000, false], 'defaults');
+  t.throws(() => parseCommon(['--hello-timeout', '0'], 'destination'), usage);
+  t.throws(() => parseCommon(['--hello-timeout', 'soon'], 'destination'), usage);
 });
