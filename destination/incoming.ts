@@ -33,6 +33,7 @@ import {
   StreamFramer,
   type StreamRecord,
 } from '../shared/protocol/stream-codec.js';
+import { kebabCaseKeys } from '../shared/report-keys.js';
 import { TraceEvent, Tracer } from '../shared/trace.js';
 import { ImageDigestLoader } from './image-digest.js';
 import { refuse } from './listener.js';
@@ -357,7 +358,7 @@ export class IncomingMigration {
       report: {
         status: 'completed',
         'dst-prealloc-ms': Math.round(this.#preallocMs),
-        guest: { 'self-check': selfCheck, 'resume-gap': gap },
+        guest: kebabCaseKeys({ 'self-check': selfCheck, 'resume-gap': gap }),
         integrity: { ...integrity, 'digest-source': this.#digest.digest, match: true },
         checkpoints: this.#checkpoints,
         devices,

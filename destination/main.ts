@@ -6,6 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { parseCommon } from '../shared/cli/args.js';
 import { helpHint, usageText } from '../shared/cli/help.js';
+import { reportTable } from '../shared/cli/report-table.js';
 import { runCli } from '../shared/cli/run.js';
 import { type DeviceSpec, destinationDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
@@ -16,7 +17,6 @@ import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import { describeTls } from '../shared/tls/config.js';
 import { destinationSecurity } from '../shared/tls/policy.js';
 import { prepareWorkerBundles } from '../shared/worker/spawn.js';
-import { reportTable } from '../source/report.js';
 import { IncomingMigration } from './incoming.js';
 import { Listener } from './listener.js';
 import { PAGE_WORKER_ENTRY } from './ram/page-channels.js';

@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { type CommonOptions, parseCommon } from '../shared/cli/args.js';
 import { helpHint, usageText } from '../shared/cli/help.js';
 import { type Command, OPTIONS, type OptionDef } from '../shared/cli/option-table.js';
+import { reportTable } from '../shared/cli/report-table.js';
 import { runCli } from '../shared/cli/run.js';
 import { ErrorCode, MigrationError } from '../shared/errors.js';
 import {
@@ -32,7 +33,6 @@ import {
 import { parseProgressLine } from '../shared/progress.js';
 import { ProgressBar } from '../shared/progress-bar.js';
 import { generatePsk, generateX509 } from '../shared/tls/generate.js';
-import { reportTable } from '../source/report.js';
 import { freeUdpPort, probeCoverage, ServiceProbe } from './lib/service-probe.js';
 import { type Side, spawnSide } from './lib/spawn-side.js';
 import { makeWorkFolder, removeWorkFolder } from './lib/work-folder.js';
@@ -64,7 +64,7 @@ function argsFor(argv: string[], role: Command): string[] {
     const name = a.replace(/^--/, '').split('=')[0]!;
     const def = (OPTIONS as Record<string, OptionDef>)[name];
     const takesValue = def?.type === 'string' && !a.includes('=');
-    const pass = def !== undefined && def.commands.includes(role) && !PAIR_MANAGED.has(name);
+    const pass = def?.commands.includes(role) === true && !PAIR_MANAGED.has(name);
     if (pass) out.push(a);
     if (takesValue && i + 1 < argv.length) {
       if (pass) out.push(argv[i + 1]!);

@@ -6,6 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { parseCommon } from '../shared/cli/args.js';
 import { helpHint, usageText } from '../shared/cli/help.js';
+import { reportTable } from '../shared/cli/report-table.js';
 import { runCli } from '../shared/cli/run.js';
 import { sourceDevices } from '../shared/devices/registry.js';
 import { ErrorCode, ParameterError } from '../shared/errors.js';
@@ -21,7 +22,6 @@ import { prepareWorkerBundles } from '../shared/worker/spawn.js';
 import { MetricsServer } from './metrics.js';
 import { SourceMigration } from './migration.js';
 import { PAGE_WORKER_ENTRY } from './ram/page-channels.js';
-import { reportTable } from './report.js';
 import { timelineData } from './timeline-data.js';
 
 const PROG = 'switchover-source';

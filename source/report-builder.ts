@@ -6,6 +6,7 @@
 import type { SaveHandlers } from '../shared/handlers.js';
 import { type Capabilities, enabledCapabilities, type Parameters } from '../shared/options.js';
 import type { ResumedBody } from '../shared/protocol/rp-bodies.js';
+import { kebabCaseKeys } from '../shared/report-keys.js';
 import type { TraceRecord } from '../shared/trace.js';
 import { TraceEvent } from '../shared/trace.js';
 import type { ClockEstimate } from './clock-offset.js';
@@ -66,7 +67,7 @@ export function buildReport(f: ReportFacts): MigrationReport {
     parameters: { ...f.parameters },
     guest: {
       ticks: f.guestTicks,
-      ...dst.guest,
+      ...kebabCaseKeys(dst.guest),
       ...observed(dst.gap, f.clock),
     },
     integrity: { 'digest-source': f.digestSource || null, ...dst.integrity },

@@ -40,18 +40,3 @@ export interface MigrationReport {
 export function round2(n: number): number {
   return Math.round(n * 100) / 100;
 }
-
-/** The same facts as a two-column table for stdout. Nested objects are flattened with dots. */
-export function reportTable(report: Record<string, unknown>): string {
-  const rows: [string, string][] = [];
-  const walk = (prefix: string, v: unknown) => {
-    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-      for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, x);
-    } else {
-      rows.push([prefix, Array.isArray(v) ? v.join(',') : String(v)]);
-    }
-  };
-  walk('', report);
-  const width = Math.max(...rows.map(([k]) => k.length));
-  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
-}

@@ -111,16 +111,21 @@ export function probeCoverage(
   status: unknown,
   downtimeStart: unknown,
 ): Record<string, unknown> {
-  if (status !== 'completed' || probe.handover === true) return probe;
+  if (probe.handover === true) return probe;
+  // no handover seen: the longest silence is not a downtime of the migration (the source guest ran
+  // on after a failure, or the probe missed the switch); it stays as longest-gap
+  const { 'service-downtime': _dropped, ...rest } = probe;
   const late =
     typeof probe['first-reply'] === 'number' &&
     typeof downtimeStart === 'number' &&
     probe['first-reply'] > downtimeStart;
   return {
-    ...probe,
-    'service-downtime': null,
-    'not-covered': late
-      ? 'the probe got its first reply after the downtime had begun'
-      : 'the probe saw no handover from the source guest to the destination guest',
+    ...rest,
+    'not-covered':
+      status !== 'completed'
+        ? `the migration ended ${String(status)}: there was no handover to measure`
+        : late
+          ? 'the probe got its first reply after the downtime had begun'
+          : 'the probe saw no handover from the source guest to the destination guest',
   };
 }

@@ -170,7 +170,7 @@ t.test('a normal run: a mkdtemp work folder, gone after the run', async (t) => {
   const code = await bounded(pair.exited, 40_000);
   await pair.stopWatching();
   t.equal(code, 0, `the pair exits 0 ${pair.output().slice(0, 400)}`);
-  t.match(pair.output(), /^status\s+completed$/m, '--quiet still prints the report');
+  t.match(pair.output(), /^completed in .* · integrity ok$/m, '--quiet still prints the report');
   t.notMatch(pair.output(), /^progress /m, 'but no progress');
   assertMkdtempFolders(t, pair.seen);
   t.same(await pairFolders(tmp), [], 'no work folder is left');

@@ -136,7 +136,10 @@ t.test('probe: bad options exit 2 with a one-line error and usage', { timeout: 3
     run(['--target', '127.0.0.1:9', '--interval', 'fast']),
   ]);
   t.equal(noTarget.code, 2);
-  t.match(noTarget.stderr, /^probe: MIG_ERR_USAGE: --target HOST:PORT is required \(see 'npm run probe -- --help'\)\n$/);
+  t.match(
+    noTarget.stderr,
+    /^probe: MIG_ERR_USAGE: --target HOST:PORT is required \(see 'npm run probe -- --help'\)\n$/,
+  );
   t.equal(badInterval.code, 2);
   t.match(badInterval.stderr, /^probe: MIG_ERR_USAGE: --interval: 'fast'/);
 });

@@ -1,0 +1,285 @@
+/**
+ * The report for a person: one summary line first (status, time, the three downtimes, data sent,
+ * rate, integrity; on failure the error), then short sections with units and rounded values. Every
+ * field of the JSON report appears somewhere: fields no section names are listed under "Other".
+ * The JSON report (--json) keeps exact values; this is only its reading.
+ */
+
+type Json = Record<string, unknown>;
+
+/** `1536` → "1.5 KiB"; bytes below 1 KiB stay bytes. */
+export function bytes(n: unknown): string {
+  if (typeof n !== 'number' || !Number.isFinite(n)) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+}
+
+/** Milliseconds, rounded to what a person can use: 0.01 below 10, 0.1 below 1000, then seconds. */
+export function ms(n: unknown): string {
+  if (typeof n !== 'number' || !Number.isFinite(n)) return '-';
+  if (Math.abs(n) >= 1000) return `${(n / 1000).toFixed(2)} s`;
+  if (Number.isInteger(n)) return `${n} ms`;
+  return `${n.toFixed(Math.abs(n) < 10 ? 2 : 1)} ms`;
+}
+
+function mbps(n: unknown): string {
+  return typeof n === 'number' && Number.isFinite(n) ? `${n.toFixed(n >= 100 ? 0 : 1)} Mbit/s` : '-';
+}
+
+/** Bytes per second as the options take them (128M = 128 MiB/s). */
+function rate(v: unknown): string {
+  if (v === 0) return 'unlimited';
+  return typeof v === 'number' ? `${bytes(v)}/s` : plain(v);
+}
+
+function plain(v: unknown): string {
+  if (v === undefined || v === null) return '-';
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100);
+  if (Array.isArray(v)) return v.length === 0 ? '-' : v.map(plain).join(', ');
+  return String(v);
+}
+
+function get(r: Json, path: string): unknown {
+  let v: unknown = r;
+  for (const k of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Json)[k];
+  }
+  return v;
+}
+
+/** How each field is shown when a section does not say: by its name's unit. */
+function byName(key: string, v: unknown): string {
+  if (typeof v !== 'number') return plain(v);
+  if (/(^|-)(ms|time|downtime)$|-ms$|-t$|^gap-(start|end)$|^first-reply$/.test(key)) return ms(v);
+  if (/bytes$|^transferred$|^remaining$|^total$|rss|^size$|^initial-bytes$|^loaded$/.test(key))
+    return bytes(v);
+  if (key === 'mbps') return mbps(v);
+  return plain(v);
+}
+
+type Row = [label: string, path: string, show?: (v: unknown, r: Json) => string | null];
+
+interface Section {
+  title: string;
+  rows: Row[];
+  /** Whole subtrees this section shows (their fields are not repeated under "Other"). */
+  owns?: string[];
+}
+
+const SECTIONS: Section[] = [
+  {
+    title: 'Downtime',
+    rows: [
+      ['source', 'downtime', (v, r) => `${ms(v)} (limit ${ms(get(r, 'parameters.downtime-limit'))})`],
+      ['guest-observed', 'guest.observed-downtime', (v) => ms(v)],
+      ['service (outside probe)', 'probe.service-downtime', (v) => ms(v)],
+      ['expected at switchover', 'expected-downtime', (v) => ms(v)],
+    ],
+    owns: ['downtime-breakdown', 'downtime-expected-vs-actual', 'expected-downtime-history'],
+  },
+  {
+    title: 'RAM',
+    rows: [
+      ['guest RAM', 'ram.total', bytes],
+      ['sent', 'ram.transferred', bytes],
+      ['  while running', 'ram.precopy-bytes', bytes],
+      ['  while stopped', 'ram.downtime-bytes', bytes],
+      ['remaining', 'ram.remaining', bytes],
+      ['pages', 'ram.normal', (v, r) => `${plain(v)} sent, ${plain(get(r, 'ram.duplicate'))} zero`],
+      ['rounds', 'iterations', plain],
+      ['rate', 'ram.mbps', mbps],
+      ['dirty pages/s', 'ram.dirty-pages-rate', plain],
+      [
+        'transport',
+        'ram.transport',
+        (v, r) => `${plain(v)}, checksums ${plain(get(r, 'ram.checksum-backend'))}`,
+      ],
+    ],
+    owns: ['ram'],
+  },
+  {
+    title: 'Integrity',
+    rows: [
+      [
+        'digests',
+        'integrity.match',
+        (v, r) =>
+          v === undefined ? null : `${v ? 'match' : 'DIFFER'} (${plain(get(r, 'integrity.digest-source'))})`,
+      ],
+      ['pages verified', 'integrity.pages-verified', plain],
+      ['torn copies re-sent', 'integrity.torn-copies', plain],
+      [
+        'guest self-check',
+        'guest.self-check.ok',
+        (v, r) =>
+          v === undefined
+            ? null
+            : `${v ? 'clean' : 'BAD'}: ${plain(get(r, 'guest.self-check.pages-checked'))} pages, ${plain(get(r, 'guest.self-check.bad-pages'))} bad, ${ms(get(r, 'guest.self-check.ms'))}`,
+      ],
+      ['source guest still running', 'guest.running-after-failure', (v) => (v ? 'yes' : 'NO')],
+    ],
+    owns: ['integrity', 'guest.self-check'],
+  },
+  {
+    title: 'Migration',
+    rows: [
+      ['capabilities', 'capabilities', plain],
+      ['setup', 'setup-time', ms],
+      ['max-bandwidth', 'parameters.max-bandwidth', rate],
+      [
+        'avail-switchover-bandwidth',
+        'parameters.avail-switchover-bandwidth',
+        (v) => (v === 0 ? 'measured' : rate(v)),
+      ],
+      ['multifd-channels', 'parameters.multifd-channels', plain],
+      ['switchover-policy', 'parameters.switchover-policy', plain],
+      [
+        'switchover-ack',
+        'switchover-ack.enabled',
+        (v, r) =>
+          !v
+            ? 'off'
+            : `${get(r, 'switchover-ack.acked') ? 'acked' : 'NOT acked'} after ${ms(get(r, 'switchover-ack.wait-ms'))}${get(r, 'switchover-ack.held-by') ? `, held by ${plain(get(r, 'switchover-ack.held-by'))}` : ''}`,
+      ],
+    ],
+    owns: ['parameters', 'switchover-ack'],
+  },
+  {
+    title: 'Outside probe',
+    rows: [
+      ['handover seen', 'probe.handover', (v) => (v ? 'yes' : 'no')],
+      ['probes sent / answered', 'probe.sent', (v, r) => `${plain(v)} / ${plain(get(r, 'probe.replies'))}`],
+      ['interval', 'probe.interval', ms],
+      ['longest gap', 'probe.longest-gap', ms],
+      ['not covered because', 'probe.not-covered', plain],
+    ],
+    owns: ['probe'],
+  },
+  {
+    title: 'Processes',
+    rows: [
+      ['guest heartbeats (source)', 'guest.ticks', plain],
+      [
+        'clock (guest downtime)',
+        'guest.clock',
+        (v, r) =>
+          `${plain(v)}, offset ${ms(get(r, 'guest.clock-offset'))} ± ${ms(get(r, 'guest.clock-uncertainty'))}`,
+      ],
+      ['peak RSS source', 'peak-rss.source', bytes],
+      ['peak RSS destination', 'peak-rss.destination', bytes],
+      ['destination prealloc', 'dst-prealloc-ms', ms],
+      [
+        'exit codes',
+        'exit-codes.source',
+        (v, r) => `source ${plain(v)}, destination ${plain(get(r, 'exit-codes.destination'))}`,
+      ],
+    ],
+    owns: ['guest.clock-offset', 'guest.clock-uncertainty', 'peak-rss', 'exit-codes'],
+  },
+];
+
+/** Raw monotonic clock readings: for tools (the JSON has them), meaningless to read. */
+const CLOCK_READINGS = [
+  'downtime-start-t',
+  'guest.resume-gap',
+  'probe.gap-start',
+  'probe.gap-end',
+  'probe.first-reply',
+  'probe.gap-start-target',
+  'probe.gap-end-target',
+  'probe.resolution-ms',
+];
+
+/** A one-line verdict: what happened, how long the guest was away, how much moved, is it intact. */
+export function summaryLine(r: Json): string {
+  const status = String(r.status ?? 'unknown');
+  const parts = [r['total-time'] === undefined ? status : `${status} in ${ms(r['total-time'])}`];
+  if (status === 'completed' && r.downtime !== undefined) {
+    const d = [`source ${ms(r.downtime)}`];
+    if (get(r, 'guest.observed-downtime') !== undefined)
+      d.push(`guest ${ms(get(r, 'guest.observed-downtime'))}`);
+    if (get(r, 'probe.service-downtime') !== undefined)
+      d.push(`service ${ms(get(r, 'probe.service-downtime'))}`);
+    parts.push(`downtime ${d.join(' / ')}`);
+  }
+  if (get(r, 'ram.transferred') !== undefined)
+    parts.push(`${bytes(get(r, 'ram.transferred'))} sent at ${mbps(get(r, 'ram.mbps'))}`);
+  if (status === 'completed') {
+    const match = get(r, 'integrity.match');
+    const clean = get(r, 'guest.self-check.ok');
+    const bad = match === false || clean === false;
+    parts.push(
+      bad
+        ? `integrity FAILED (digests ${match === false ? 'differ' : 'match'}, self-check ${clean === false ? 'bad' : 'clean'})`
+        : `integrity ok${match === undefined ? ' (no digest: no return path)' : ''}`,
+    );
+  } else {
+    const running = get(r, 'guest.running-after-failure');
+    if (running !== undefined)
+      parts.push(running ? 'source guest still running' : 'SOURCE GUEST NOT RUNNING');
+  }
+  return parts.join(' · ');
+}
+
+export function reportTable(report: Json): string {
+  const out: string[] = [];
+  const failed = report.status !== 'completed';
+  if (failed && report['error-code'] !== undefined)
+    out.push(`error: ${plain(report['error-code'])}: ${plain(report['error-desc'])}`);
+  if (failed && report['destination-error'] !== undefined)
+    out.push(`destination: ${plain(report['destination-error'])}`);
+  out.unshift(summaryLine(report));
+  const shown = new Set([
+    'status',
+    'total-time',
+    'error-code',
+    'error-desc',
+    'destination-error',
+    'downtime',
+  ]);
+  const owned: string[] = [...CLOCK_READINGS];
+  const width = 27;
+  for (const s of SECTIONS) {
+    const lines: string[] = [];
+    for (const [label, path, show] of s.rows) {
+      shown.add(path);
+      const v = get(report, path);
+      if (v === undefined) continue;
+      const text = show ? show(v, report) : plain(v);
+      if (text !== null) lines.push(`  ${label.padEnd(width)} ${text}`);
+    }
+    owned.push(...(s.owns ?? []));
+    if (s.title === 'Downtime') lines.push(...breakdownLines(report));
+    if (lines.length > 0) out.push('', s.title, ...lines);
+  }
+  const other: string[] = [];
+  const walk = (prefix: string, v: unknown) => {
+    if (shown.has(prefix) || owned.some((o) => prefix === o || prefix.startsWith(`${o}.`))) return;
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, x);
+    } else if (v !== undefined) {
+      other.push(`  ${prefix.padEnd(width)} ${byName(prefix.split('.').at(-1)!, v)}`);
+    }
+  };
+  walk('', report);
+  if (other.length > 0) out.push('', 'Other', ...other);
+  return out.join('\n');
+}
+
+/** The downtime's checkpoints as steps: "+2.8 ms src-vm-stopped". */
+function breakdownLines(r: Json): string[] {
+  const b = r['downtime-breakdown'];
+  if (!b || typeof b !== 'object') return [];
+  const entries = Object.entries(b as Record<string, number>);
+  return [
+    '  breakdown (ms from the stop)',
+    ...entries.map(([name, t]) => `    ${ms(t).padStart(10)}  ${name}`),
+  ];
+}
