@@ -154,7 +154,7 @@ t.test('a --json folder removed during the migration: warning, report on stdout,
   t.equal(r.srcCode, 0, 'the source still exits 0: the migration completed');
   t.equal(r.dstCode, 0, 'the destination still exits 0');
   t.match(r.srcStdout.join('\n'), /^completed in .* · downtime source \d/m, 'the source report is on stdout');
-  t.match(r.srcStdout.join('\n'), /^Downtime\n  source\s+\d/m, 'in full (downtime section included)');
+  t.match(r.srcStdout.join('\n'), /^Downtime\n {2}source\s+\d/m, 'in full (downtime section included)');
   const warning = (lines: string[], side: string, path: string) =>
     lines.filter((l) => l.startsWith(`switchover-${side}: warning: could not write --json ${path}: ENOENT`));
   t.equal(warning(r.srcStderr, 'source', srcJson).length, 1, 'one warning line on the source');

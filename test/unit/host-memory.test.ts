@@ -27,7 +27,10 @@ t.test('--ram and --metrics-port out of range are usage errors naming the option
     () => parseCommon(['--ram', '100'], 'source'),
     usage(/^--ram: '100' is not a whole number of 4096-byte pages/),
   );
-  t.throws(() => parseCommon(['--metrics-port', '99999'], 'source'), usage(/^--metrics-port: '99999' is not a port/));
+  t.throws(
+    () => parseCommon(['--metrics-port', '99999'], 'source'),
+    usage(/^--metrics-port: '99999' is not a port/),
+  );
   t.throws(() => parseCommon(['--metrics-port', '1.5'], 'source'), usage(/is not a port/));
   t.equal(parseCommon(['--ram', '64M'], 'source').ramBytes, 64 * MiB);
   t.equal(parseCommon(['--metrics-port', '0'], 'source').metricsPort, 0);

@@ -123,7 +123,11 @@ t.test('safe defaults: plaintext listens on loopback only unless --insecure (wit
 t.test('CLI: the security options parse; --hello-timeout is bounded', async (t) => {
   const o = parseCommon(['--tls-psk', 'f', '--hello-timeout', '1.5s', '--insecure'], 'destination');
   t.same([o.tlsPsk, o.helloTimeoutMs, o.insecure], ['f', 1500, true]);
-  t.same([parseCommon([], 'destination').helloTimeoutMs, parseCommon([], 'destination').insecure], [5000, false], 'defaults');
+  t.same(
+    [parseCommon([], 'destination').helloTimeoutMs, parseCommon([], 'destination').insecure],
+    [5000, false],
+    'defaults',
+  );
   t.throws(() => parseCommon(['--hello-timeout', '0'], 'destination'), usage);
   t.throws(() => parseCommon(['--hello-timeout', 'soon'], 'destination'), usage);
 });
