@@ -114,7 +114,7 @@ t.test('a failed run: the error right after the verdict', async (t) => {
     ram: { transferred: 1048576, mbps: 10.3333 },
     guest: { 'running-after-failure': true },
     'destination-error': 'MIG_ERR_TRUNCATED: main channel closed by the source',
-    'some-new-field': 2.71828,
+    'some-new-field': 4.56789,
   };
   const lines = reportTable(failed).split('\n');
   t.equal(lines[0], 'failed in 812.5 ms · 1.0 MiB sent at 10.3 Mbit/s · source guest still running');
@@ -122,7 +122,7 @@ t.test('a failed run: the error right after the verdict', async (t) => {
   t.equal(lines[2], 'destination: MIG_ERR_TRUNCATED: main channel closed by the source');
   t.match(
     lines.join('\n'),
-    /^Other\n {2}some-new-field\s+2\.72$/m,
+    /^Other\n {2}some-new-field\s+4\.57$/m,
     'a field no section names is still shown',
   );
   t.notMatch(lines.join('\n'), /undefined/);
