@@ -190,7 +190,8 @@ async function runPair(o: CommonOptions, argv: string[], pair: PairRun): Promise
     bar.update({
       status: p.status!,
       remaining: Number(p.remaining),
-      total: o.ramBytes,
+      // remaining counts device data too
+      total: o.ramBytes + o.devices.reduce((n, d) => n + d.size, 0),
       transferred: Number(p.transferred),
       mbps: Number(p.mbps),
       dirtyPagesRate: Number(p['dirty-pages-rate']),
@@ -273,8 +274,8 @@ async function runPair(o: CommonOptions, argv: string[], pair: PairRun): Promise
   pair.cancel = () => src.kill('SIGINT');
   const srcCode = await src.exited;
   pair.cancel = null;
+  bar?.done(String((await readJson(srcJson))?.status ?? 'failed'));
   const dstCode = await destinationAfterSource(dst, accepted);
-  bar?.done();
   const probeResult = await probe.stop();
   const report = await mergeReports(srcJson, dstJson);
   if (probeResult) {

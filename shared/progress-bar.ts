@@ -139,8 +139,15 @@ export class ProgressBar {
   }
 
   /** Draws the latest state once more and ends the line. Idempotent. */
-  done(): void {
+  /** The last redraw, with the migration's final status (completed: nothing remains, 100 %). */
+  done(finalStatus?: string): void {
     if (this.finished) return;
+    if (this.last && finalStatus)
+      this.last = {
+        ...this.last,
+        status: finalStatus,
+        remaining: finalStatus === 'completed' ? 0 : this.last.remaining,
+      };
     if (this.last) this.draw();
     if (this.drawn) this.stream.write('\n');
     this.finished = true;

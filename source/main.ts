@@ -15,6 +15,7 @@ import { Guest, VCPU_ENTRY } from '../shared/guest/guest.js';
 import { GuestServiceThread, SERVICE_ENTRY } from '../shared/guest/service-thread.js';
 import { checkOutputPaths, writeOutputOrWarn } from '../shared/output-paths.js';
 import { formatProgressLine } from '../shared/progress.js';
+import { ProgressBar } from '../shared/progress-bar.js';
 import { prepareNativeHash } from '../shared/ram/native-hash.js';
 import { renderTimeline } from '../shared/timeline.js';
 import { sourceSecurity } from '../shared/tls/policy.js';
@@ -59,6 +60,8 @@ async function main(): Promise<number> {
   const served = await service.start(o.service.host, o.service.port);
   service.attach(guest.memory);
   process.stderr.write(`switchover-source: guest service on ${served.host}:${served.port}\n`);
+  // a person at a terminal gets a bar; anything else (the pair, scripts) parseable lines
+  const bar = !o.quiet && process.stderr.isTTY ? new ProgressBar() : null;
   let last: SourceMigration | null = null;
   const migrateTo = (target: { host: string; port: number }) => {
     last = new SourceMigration({
@@ -82,7 +85,8 @@ async function main(): Promise<number> {
       stallTimeoutMs: o.stallTimeoutMs,
       onProgress: (p) => {
         metrics?.update(p);
-        if (!o.quiet) process.stderr.write(`${formatProgressLine(p)}\n`);
+        if (bar) bar.update({ ...p, total: o.ramBytes + deviceSpecs.reduce((n, d) => n + d.size, 0) });
+        else if (!o.quiet) process.stderr.write(`${formatProgressLine(p)}\n`);
       },
     });
     return last.run();
@@ -102,6 +106,7 @@ async function main(): Promise<number> {
       'total-time': first['total-time'],
     };
   }
+  bar?.done(report.status);
   metrics?.finish(report);
   // outputs that fail now are warnings: the migration is over, and the report and exit code say how
   const { timeline, dumpRam, json } = o;

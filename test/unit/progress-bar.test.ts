@@ -114,3 +114,16 @@ t.test('done without any update writes nothing', async (t) => {
   bar.done();
   t.equal(s.chunks.length, 0);
 });
+
+t.test('done with the final status: a completed bar ends at 100 %, a failed one where it was', async (t) => {
+  const s = new FakeStream(200);
+  const bar = new ProgressBar({ stream: s, barWidth: 20, ascii: true });
+  bar.update({ ...base, remaining: 3 * MiB, status: 'device' });
+  bar.done('completed');
+  t.match(s.screen, /^completed \[#{20}\] 100\.0% /);
+  const f = new FakeStream(200);
+  const failed = new ProgressBar({ stream: f, barWidth: 20, ascii: true });
+  failed.update(base);
+  failed.done('failed');
+  t.match(f.screen, /^failed \[#####-+\] {2}25\.0%/);
+});
