@@ -4,8 +4,11 @@
  *
  * Three stacked panels share the time axis (ms since migration start): bandwidth (MB/s), remaining
  * (MiB), dirty rate (MB/s). Dashed grey rules mark every dirty sync (iteration boundary), an orange
- * rule labelled "ACK" marks the switchover ACK, and a red band labelled "downtime" shades the window
- * the guest was stopped. MB = 10^6 bytes, MiB = 2^20 bytes.
+ * rule labelled "ACK" marks the switchover ACK (an orange band before it: the time the source waited
+ * for it with the remainder already small enough), a red band labelled "downtime" shades the window
+ * the guest was stopped (drawn at least MIN_BAND_PX wide, so a 10 ms downtime in a 60 s chart is
+ * still seen; the label gives the true value), and a purple rule marks a no-progress warning.
+ * MB = 10^6 bytes, MiB = 2^20 bytes.
  */
 import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -31,6 +34,10 @@ export interface TimelineData {
   iterations: number[];
   /** t the switchover ACK arrived. */
   ackAt?: number;
+  /** With switchover-ack: from the first time the remainder fitted the limit to the ACK (the wait). */
+  ackWait?: { start: number; end: number };
+  /** t of the progress watermark's warning (no new low in remaining). */
+  noProgressAt?: number;
   /** Window the guest was stopped. */
   downtime?: { start: number; end: number };
   title?: string;
@@ -46,6 +53,8 @@ export interface TimelineResult {
 }
 
 const MB = 1e6;
+/** A band narrower than this many pixels is drawn this wide (centred on the real window). */
+const MIN_BAND_PX = 4;
 const MiB = 2 ** 20;
 const WIDTH = 760;
 const PANEL_HEIGHT = 130;
@@ -77,6 +86,11 @@ function validate(data: TimelineData): void {
     finite(t, `iterations[${i}]`);
   });
   if (data.ackAt !== undefined) finite(data.ackAt, 'ackAt');
+  if (data.noProgressAt !== undefined) finite(data.noProgressAt, 'noProgressAt');
+  if (data.ackWait) {
+    finite(data.ackWait.start, 'ackWait.start');
+    finite(data.ackWait.end, 'ackWait.end');
+  }
   if (data.downtime) {
     finite(data.downtime.start, 'downtime.start');
     finite(data.downtime.end, 'downtime.end');
@@ -124,13 +138,46 @@ export function timelineSpec(data: TimelineData): TopLevelSpec {
   }
   const labelIterations = iterLabels.length > 0;
   const dt = data.downtime;
+  const minBand = (MIN_BAND_PX / WIDTH) * (tMax - tMin);
+  const widen = (b: { start: number; end: number }) => {
+    const mid = (b.start + b.end) / 2;
+    return b.end - b.start >= minBand ? b : { start: mid - minBand / 2, end: mid + minBand / 2 };
+  };
 
   const panel = (field: string, title: string, color: string, top: boolean, bottom: boolean) => {
     // biome-ignore lint/suspicious/noExplicitAny: vega-lite's layer unit types are too deep to spell out here
     const layer: any[] = [];
+    if (data.ackWait) {
+      layer.push({
+        data: { values: [widen(data.ackWait)] },
+        mark: { type: 'rect', color: COLORS.ack, opacity: 0.12 },
+        encoding: { x: { ...x, field: 'start' }, x2: { field: 'end' } },
+      });
+    }
+    if (data.noProgressAt !== undefined) {
+      layer.push({
+        data: { values: [{ t: data.noProgressAt }] },
+        mark: { type: 'rule', color: COLORS.dirty, strokeWidth: 2, strokeDash: [2, 2] },
+        encoding: { x },
+      });
+      if (top)
+        layer.push({
+          data: { values: [{ t: data.noProgressAt, label: 'no progress' }] },
+          mark: {
+            type: 'text',
+            color: COLORS.dirty,
+            fontSize: 10,
+            align: 'left',
+            baseline: 'top',
+            dx: 3,
+            dy: 3,
+          },
+          encoding: { x, y: { value: 0 }, text: { field: 'label' } },
+        });
+    }
     if (dt) {
       layer.push({
-        data: { values: [{ start: dt.start, end: dt.end }] },
+        data: { values: [widen(dt)] },
         mark: { type: 'rect', color: COLORS.down, opacity: 0.18 },
         encoding: { x: { ...x, field: 'start' }, x2: { field: 'end' } },
       });
@@ -179,7 +226,16 @@ export function timelineSpec(data: TimelineData): TopLevelSpec {
       });
       if (top) {
         layer.push({
-          data: { values: [{ t: data.ackAt, label: 'ACK' }] },
+          data: {
+            values: [
+              {
+                t: data.ackAt,
+                label: data.ackWait
+                  ? `ACK (waited ${round(data.ackWait.end - data.ackWait.start, 0)} ms)`
+                  : 'ACK',
+              },
+            ],
+          },
           mark: {
             type: 'text',
             color: COLORS.ack,

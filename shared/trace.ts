@@ -21,6 +21,8 @@ export const TraceEvent = {
   PAGE_CHANNELS: 'mig:page-channels',
   /** Source: a connection to a page port that was not the destination's channel ({remote, reason}). */
   STRANGER: 'mig:stranger',
+  /** Source: no new low in `remaining` for the warning time ({lowest, lowestAtMs, afterMs}). */
+  NO_PROGRESS: 'mig:no-progress',
 } as const;
 export type TraceEvent = (typeof TraceEvent)[keyof typeof TraceEvent];
 

@@ -83,6 +83,7 @@ async function main(): Promise<number> {
       timeoutMs: o.timeoutMs,
       switchoverPolicy: o.switchoverPolicy,
       stallTimeoutMs: o.stallTimeoutMs,
+      progressWarningMs: o.progressWarningMs,
       onProgress: (p) => {
         metrics?.update(p);
         if (bar) bar.update({ ...p, total: o.ramBytes + deviceSpecs.reduce((n, d) => n + d.size, 0) });
@@ -112,10 +113,12 @@ async function main(): Promise<number> {
   const { timeline, dumpRam, json } = o;
   const records = (last as SourceMigration | null)?.tracer.records;
   if (timeline && records) {
-    const title = `switchover: ${report.status}, downtime ${report.downtime ?? '-'} ms`;
+    const title = `switchover: ${report.status}${report.downtime === undefined ? '' : `, downtime ${report.downtime} ms`}`;
     await writeOutputOrWarn(PROG, '--timeline', timeline, async () => {
       const out = await renderTimeline(timelineData(records, guest.memory.pageSize, title), timeline);
       report.timeline = out.png ?? out.svg;
+      // a .png asked for without rsvg-convert: say what was written instead
+      if (out.note) process.stderr.write(`${PROG}: warning: --timeline ${timeline}: ${out.note}\n`);
     });
   }
   if (report.status === 'completed' && dumpRam)

@@ -46,6 +46,7 @@ import {
 } from './channel.js';
 import { ClockOffset } from './clock-offset.js';
 import { ImageDigestSaver } from './image-digest.js';
+import { ProgressWatermark } from './progress-watermark.js';
 import { RamSaver } from './ram/ram-save.js';
 import { RateLimiter, WINDOW_MS } from './rate-limit.js';
 import type { MigrationReport } from './report.js';
@@ -65,6 +66,7 @@ const CLOCK_PROBES = 8;
 const RESUMED_MAX = 4;
 const IDLE_WAIT_MS = 20;
 export const DEFAULT_STALL_MS = 10_000;
+export const DEFAULT_PROGRESS_WARNING_MS = 30_000;
 
 export interface MigrateOptions {
   /** Extra connection options handed to connectChannel as they are (TLS credentials, auth). */
@@ -90,6 +92,8 @@ export interface MigrateOptions {
   onProgress?: (p: Progress) => void;
   /** Operator-facing warnings (a stranger on a page port); default stderr. */
   onWarning?: (message: string) => void;
+  /** Warn once when `remaining` makes no new low for this long (ms; default 30000; 0 = never). */
+  progressWarningMs?: number;
 }
 
 /** What onProgress receives each 100 ms window (the fields of a `progress` line). */
@@ -103,6 +107,9 @@ export class SourceMigration {
   readonly #meter: ConvergenceMeter;
   readonly #limiter: RateLimiter;
   /** Aborted (with the first error) when the migration fails or is cancelled. */
+  /** The remainder has fitted the limit once (the timeline's ACK wait starts there). */
+  #thresholdMet = false;
+  readonly #watermark: ProgressWatermark;
   readonly #abort = new AbortController();
   #main: ChannelWriter | null = null;
   #rp: ChannelWriter | null = null;
@@ -147,6 +154,7 @@ export class SourceMigration {
     });
     this.#digest = new ImageDigestSaver(this.ram);
     this.#meter = new ConvergenceMeter(p);
+    this.#watermark = new ProgressWatermark(opts.progressWarningMs ?? DEFAULT_PROGRESS_WARNING_MS);
     this.#limiter = new RateLimiter(p['max-bandwidth'], monotonicMs());
     this.state.onChange((from, to) => this.tracer.emit(TraceEvent.STATE, { from, to }));
     opts.signal?.addEventListener('abort', () => this.cancel(), { once: true });
@@ -296,9 +304,23 @@ export class SourceMigration {
       stallTimeoutMs: this.#stall,
       fail: (e) => this.#onHandlerError(e),
       tracer: this.tracer,
-      warn: (m) =>
-        (this.opts.onWarning ?? ((l) => process.stderr.write(`switchover-source: warning: ${l}\n`)))(m),
+      warn: (m) => this.#warn(m),
     };
+  }
+
+  #warn(message: string): void {
+    (this.opts.onWarning ?? ((l) => process.stderr.write(`switchover-source: warning: ${l}\n`)))(message);
+  }
+
+  /** The progress watermark's one warning: the migration is not getting closer to done. */
+  #watchProgress(now: number, remaining: number): void {
+    const w = this.#watermark;
+    if (!w.observe(now - this.#t0, remaining)) return;
+    const afterMs = this.opts.progressWarningMs ?? DEFAULT_PROGRESS_WARNING_MS;
+    this.tracer.emit(TraceEvent.NO_PROGRESS, { lowest: w.lowest, lowestAtMs: w.lowestAtMs, afterMs });
+    this.#warn(
+      `no progress for ${round2(afterMs / 1000)} s: remaining has not gone below ${round2(w.lowest / 1048576)} MiB (reached ${round2(w.lowestAtMs / 1000)} s in); the guest dirties memory about as fast as it is sent: raise --max-bandwidth or --downtime-limit, or stop with --timeout`,
+    );
   }
 
   /**
@@ -367,6 +389,10 @@ export class SourceMigration {
     this.#meter.noteSync(pending);
     this.tracer.emit(TraceEvent.DIRTY_SYNC, { pending, threshold, sync: this.ram.tracker.syncCount });
     if (pending > threshold) return false;
+    if (!this.#thresholdMet) {
+      this.#thresholdMet = true;
+      this.tracer.emit(TraceEvent.THRESHOLD_MET, { pending, threshold });
+    }
     this.#meter.noteThresholdMet(monotonicMs());
     if (!this.#canSwitchover()) return false;
     const policy = this.opts.switchoverPolicy ?? 'floor';
@@ -578,6 +604,7 @@ export class SourceMigration {
       saveVm.measuredBandwidth(),
     );
     const p = this.#progress(now, remaining);
+    this.#watchProgress(now, remaining);
     this.tracer.emit(TraceEvent.ITERATION, {
       remaining,
       transferred: p.transferred,
@@ -663,6 +690,7 @@ export class SourceMigration {
       records: this.tracer.records,
       devices: this.opts.devices ?? [],
       destination: this.#resumed ?? {},
+      progress: this.#watermark.report(),
     });
   }
 }

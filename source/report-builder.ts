@@ -10,6 +10,7 @@ import { kebabCaseKeys } from '../shared/report-keys.js';
 import type { TraceRecord } from '../shared/trace.js';
 import { TraceEvent } from '../shared/trace.js';
 import type { ClockEstimate } from './clock-offset.js';
+import type { WatermarkReport } from './progress-watermark.js';
 import type { RamSaver } from './ram/ram-save.js';
 import { type MigrationReport, round2 } from './report.js';
 import type { ConvergenceMeter } from './switchover.js';
@@ -35,6 +36,8 @@ export interface ReportFacts {
   devices: readonly SaveHandlers[];
   /** The destination's RESUMED bodies, merged. */
   destination: ResumedBody;
+  /** The progress watermark: lowest remaining, when, and when the no-progress warning came. */
+  progress: WatermarkReport | undefined;
 }
 
 export function buildReport(f: ReportFacts): MigrationReport {
@@ -84,6 +87,7 @@ export function buildReport(f: ReportFacts): MigrationReport {
   report['downtime-start-t'] = f.records.find((r) => r.name === 'src-downtime-start')?.t;
   report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
   report.devices = deviceReport(f.devices, dst.devices);
+  if (f.progress) report.progress = f.progress;
   if (ok)
     report['downtime-expected-vs-actual'] = {
       expected: report['expected-downtime'],

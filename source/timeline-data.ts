@@ -18,11 +18,19 @@ export function timelineData(records: TraceRecord[], pageSize: number, title: st
   const start = checkpoint('src-downtime-start');
   const end = checkpoint('src-downtime-end');
   const ack = records.find((r) => r.event === TraceEvent.SWITCHOVER_ACK)?.t;
+  // the wait for the ACK: from the first time the remainder fitted the limit to the ACK
+  const fitted = records.find((r) => r.event === TraceEvent.THRESHOLD_MET)?.t;
+  const noProgress = records.find((r) => r.event === TraceEvent.NO_PROGRESS)?.t;
   return {
     title,
     samples,
     iterations: records.filter((r) => r.event === TraceEvent.DIRTY_SYNC).map((r) => rel(r.t)),
     ackAt: ack === undefined ? undefined : rel(ack),
+    ackWait:
+      ack !== undefined && fitted !== undefined && fitted < ack
+        ? { start: rel(fitted), end: rel(ack) }
+        : undefined,
+    noProgressAt: noProgress === undefined ? undefined : rel(noProgress),
     downtime: start !== undefined && end !== undefined ? { start: rel(start), end: rel(end) } : undefined,
   };
 }

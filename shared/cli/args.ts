@@ -35,6 +35,8 @@ export interface CommonOptions {
   timeoutMs: number;
   /** 'floor' (default): keep iterating while rounds still shrink the remainder; 'qemu': switch as soon as it fits. */
   switchoverPolicy: 'floor' | 'qemu';
+  /** Warn once when `remaining` makes no new low for this long; 0 = never. */
+  progressWarningMs: number;
   /** A channel with no progress (or no PONG) for this long fails the migration; 0 = never. */
   stallTimeoutMs: number;
   /** Where the guest's UDP echo service listens (for an outside probe). */
@@ -242,6 +244,9 @@ export function parseCommon(argv: string[], command: Command): CommonOptions {
       '--switchover-policy',
     ),
     stallTimeoutMs: v['stall-timeout'] ? parseDuration(v['stall-timeout'], '--stall-timeout') : 10_000,
+    progressWarningMs: v['progress-warning']
+      ? parseDuration(v['progress-warning'], '--progress-warning')
+      : 30_000,
     service: parseHostPort(v.service ?? '127.0.0.1:0', '--service'),
     retryConnect: v['retry-connect'] ? parseHostPort(v['retry-connect'], '--retry-connect') : undefined,
     json: v.json,

@@ -169,6 +169,13 @@ export const OPTIONS = {
     arg: 'MS',
     help: 'fail if not completed after MS (default 0 = never)',
   },
+  'progress-warning': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Migration (QEMU names)',
+    arg: 'MS',
+    help: "warn once when 'remaining' makes no new low for MS (default 30000; 0 = never)",
+  },
   'stall-timeout': {
     type: 'string',
     commands: ALL,

@@ -93,6 +93,16 @@ const SECTIONS: Section[] = [
       ['  while stopped', 'ram.downtime-bytes', bytes],
       ['remaining', 'ram.remaining', bytes],
       ['pages', 'ram.normal', (v, r) => `${plain(v)} sent, ${plain(get(r, 'ram.duplicate'))} zero`],
+      [
+        'lowest remaining',
+        'progress.lowest-remaining',
+        (v, r) => `${bytes(v)}, ${ms(get(r, 'progress.lowest-at-ms'))} in`,
+      ],
+      [
+        'no progress since',
+        'progress.no-progress-warning-at-ms',
+        (v, r) => `warned at ${ms(v)} (no new low after ${ms(get(r, 'progress.lowest-at-ms'))})`,
+      ],
       ['rounds', 'iterations', plain],
       ['rate', 'ram.mbps', mbps],
       ['dirty pages/s', 'ram.dirty-pages-rate', plain],
@@ -102,7 +112,7 @@ const SECTIONS: Section[] = [
         (v, r) => `${plain(v)}, checksums ${plain(get(r, 'ram.checksum-backend'))}`,
       ],
     ],
-    owns: ['ram'],
+    owns: ['ram', 'progress'],
   },
   {
     title: 'Integrity',

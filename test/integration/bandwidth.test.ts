@@ -2,7 +2,8 @@
  * Bandwidth and convergence, two real processes over loopback TCP:
  *  - max-bandwidth is honoured: the completed report's ram.mbps is within 10 % of the cap
  *    (40 MiB/s × 8 / 1e6 = 335.5 Mbit/s);
- *  - a guest dirtying faster than the cap does not converge: --timeout fails the migration with
+ *  - a guest dirtying faster than the cap does not converge: the progress watermark warns once (no
+ *    new low in `remaining` for --progress-warning), --timeout fails the migration with
  *    MIG_ERR_NOT_CONVERGING and the guest keeps running on the source;
  *  - the same migration cancelled by SIGINT after ~1.5 s: status cancelled, exit 1, guest running.
  */
@@ -60,9 +61,10 @@ t.test(
   'dirty rate above max-bandwidth: MIG_ERR_NOT_CONVERGING at --timeout, guest keeps running',
   async (t) => {
     t.setTimeout(30_000);
+    // 16 MiB: the first pass takes ~2 s at 8 MiB/s, then every round finds all of it dirty again
     const r = await runMigration(t, {
-      ram: '64M',
-      source: [...NOT_CONVERGING, '--timeout', '3000'],
+      ram: '16M',
+      source: [...NOT_CONVERGING, '--timeout', '4000', '--progress-warning', '1000'],
       timeoutMs: 25_000,
     });
     const src = r.srcReport ?? {};
@@ -78,8 +80,15 @@ t.test(
     });
     t.equal(src.guest?.['running-after-failure'], true, "guest['running-after-failure']");
     t.equal(src.ram?.['downtime-bytes'], 0, 'the guest was never stopped for a switchover');
+    const warned = r.srcStderr.filter((l) => /^switchover-source: warning: no progress for 1 s: /.test(l));
+    t.equal(warned.length, 1, `one no-progress warning line (${warned[0]})`);
+    t.ok(src.progress?.['no-progress-warning-at-ms'] >= 1000, 'the report says when it warned', src.progress);
     t.ok(
-      src['total-time'] >= 3000,
+      src.progress?.['no-progress-warning-at-ms'] - src.progress?.['lowest-at-ms'] >= 1000,
+      'a second after the lowest remaining',
+    );
+    t.ok(
+      src['total-time'] >= 4000,
       `gave up after the timeout, not before (total-time ${src['total-time']})`,
     );
     t.ok(src['total-time'] < 6000, `gave up soon after the timeout (total-time ${src['total-time']})`);

@@ -81,3 +81,30 @@ t.test('bad input is a PARAMETER error', async (t) => {
     { code: 'MIG_ERR_PARAMETER' },
   );
 });
+
+t.test('the ACK wait is a band with its length; a short downtime is still drawn and labelled', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'timeline-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const long = {
+    ...data,
+    samples: data.samples.map((s) => ({ ...s, t: s.t * 100 })),
+    iterations: [0, 40_000],
+    ackWait: { start: 50_000, end: 61_000 },
+    ackAt: 61_000,
+    noProgressAt: 30_000,
+    downtime: { start: 64_000, end: 64_008.4 },
+  };
+  const spec = JSON.stringify(timelineSpec(long));
+  // 8.4 ms in a 70 s chart is far below a pixel: the band is widened to MIN_BAND_PX (4 px of 760)
+  const widened = (4 / 760) * 70_000;
+  t.match(
+    spec,
+    new RegExp(`"end":${(64_004.2 + widened / 2).toFixed(0).slice(0, 4)}`),
+    'the band is widened',
+  );
+  const res = await renderTimeline(long, join(dir, 'long.svg'));
+  const svg = await readFile(res.svg, 'utf8');
+  t.match(svg, />downtime 8\.4 ms</, 'labelled with its true length');
+  t.match(svg, />ACK \(waited 11000 ms\)</, 'the ACK says how long it was waited for');
+  t.match(svg, />no progress</, 'the no-progress warning is marked');
+});
