@@ -90,7 +90,9 @@ async function main(): Promise<number> {
         else if (!o.quiet) process.stderr.write(`${formatProgressLine(p)}\n`);
       },
     });
-    return last.run();
+    const migration = last;
+    metrics?.begin(() => migration.metricsFacts());
+    return migration.run();
   };
   let report = await migrateTo(o.connect);
   if (report.status === 'failed' && o.retryConnect) {

@@ -96,6 +96,15 @@ export interface MigrateOptions {
   progressWarningMs?: number;
 }
 
+export interface MetricsFacts {
+  ackEnabled: boolean;
+  acked: boolean;
+  /** Threshold first met → ACK (so far, while waiting). */
+  ackWaitMs: number;
+  /** Bytes each device has sent, by id. */
+  devices: Record<string, number>;
+}
+
 /** What onProgress receives each 100 ms window (the fields of a `progress` line). */
 export type Progress = ProgressLine;
 
@@ -306,6 +315,17 @@ export class SourceMigration {
       tracer: this.tracer,
       warn: (m) => this.#warn(m),
     };
+  }
+
+  /** What the metrics endpoint shows beside the progress line: the ACK and each device's bytes. */
+  metricsFacts(): MetricsFacts {
+    const ackEnabled = this.opts.capabilities['switchover-ack'] === true;
+    const devices: Record<string, number> = {};
+    for (const h of this.opts.devices ?? []) {
+      const sent = (h as { transferred?: number }).transferred;
+      if (typeof sent === 'number') devices[h.idstr] = sent;
+    }
+    return { ackEnabled, acked: this.#acked, ackWaitMs: this.#meter.ackWaitSoFar(monotonicMs()), devices };
   }
 
   #warn(message: string): void {

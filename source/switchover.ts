@@ -140,6 +140,12 @@ export class ConvergenceMeter {
     return Math.max(0, this.#ackAt - this.#thresholdMetAt);
   }
 
+  /** The ACK wait so far: 0 before the threshold was met, growing until the ACK, then fixed. */
+  ackWaitSoFar(now: number): number {
+    if (this.#thresholdMetAt === null) return 0;
+    return Math.max(0, (this.#ackAt ?? now) - this.#thresholdMetAt);
+  }
+
   reportFields(ackEnabled: boolean, acked: boolean): Record<string, unknown> {
     return {
       'switchover-ack': {
