@@ -21,6 +21,8 @@ import { join } from 'node:path';
 import { type CommonOptions, parseCommon } from '../shared/cli/args.js';
 import { helpHint, usageText } from '../shared/cli/help.js';
 import { type Command, OPTIONS, type OptionDef } from '../shared/cli/option-table.js';
+import { ProgressBar } from '../shared/cli/progress-bar.js';
+import { parseProgressLine } from '../shared/cli/progress-line.js';
 import { reportTable } from '../shared/cli/report-table.js';
 import { runCli } from '../shared/cli/run.js';
 import { ErrorCode, MigrationError } from '../shared/errors.js';
@@ -30,8 +32,6 @@ import {
   makeOutputFolder,
   writeOutputOrWarn,
 } from '../shared/output-paths.js';
-import { parseProgressLine } from '../shared/progress.js';
-import { ProgressBar } from '../shared/progress-bar.js';
 import { generatePsk, generateX509 } from '../shared/tls/generate.js';
 import { freeUdpPort, probeCoverage, ServiceProbe } from './lib/service-probe.js';
 import { type Side, spawnSide } from './lib/spawn-side.js';

@@ -10,6 +10,7 @@
  * SaveVm and the SaveHandlers interface: how RAM travels is the RAM handler's business.
  */
 import { randomBytes } from 'node:crypto';
+import type { ProgressLine } from '../shared/cli/progress-line.js';
 import {
   asMigrationError,
   ErrorCode,
@@ -22,7 +23,6 @@ import type { Guest } from '../shared/guest/guest.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { SaveContext, SaveHandlers } from '../shared/handlers.js';
 import { agreementSet, type Capabilities, type Parameters } from '../shared/options.js';
-import type { ProgressLine } from '../shared/progress.js';
 import { encodeRp, type RpMessage } from '../shared/protocol/return-path-codec.js';
 import type { ResumedBody } from '../shared/protocol/rp-bodies.js';
 import {

@@ -1,5 +1,5 @@
 /** Builds the timeline chart's data from a migration's trace records (ms since the migration began). */
-import type { TimelineData } from '../shared/timeline.js';
+import type { TimelineData } from '../shared/cli/timeline.js';
 import { TraceEvent, type TraceRecord } from '../shared/trace.js';
 
 export function timelineData(records: TraceRecord[], pageSize: number, title: string): TimelineData {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import t, { type Test } from 'tap';
 import { ROOT } from '../../scripts/lib/spawn-side.js';
-import { parseProgressLine } from '../../shared/progress.js';
+import { parseProgressLine } from '../../shared/cli/progress-line.js';
 import { bounded, TIMEOUT, tempDir } from '../helpers/pair.js';
 
 t.test('a pair run reports three downtimes, a breakdown, a timeline and parseable progress', async (t) => {

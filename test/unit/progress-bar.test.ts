@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ProgressBar, type ProgressBarState, progressFraction } from '../../shared/progress-bar.js';
+import { ProgressBar, type ProgressBarState, progressFraction } from '../../shared/cli/progress-bar.js';
 
 class FakeStream {
   chunks: string[] = [];

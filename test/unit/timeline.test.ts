@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { renderTimeline, type TimelineData, timelineSpec } from '../../shared/timeline.js';
+import { renderTimeline, type TimelineData, timelineSpec } from '../../shared/cli/timeline.js';
 
 const MiB = 2 ** 20;
 const data: TimelineData = {

@@ -15,7 +15,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { parse, View } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import { ErrorCode, MigrationError, ParameterError } from './errors.js';
+import { ErrorCode, MigrationError, ParameterError } from '../errors.js';
 
 export interface TimelineSample {
   /** ms since migration start. */
