@@ -99,6 +99,15 @@ export function checkParameters(params: Parameters): Parameters {
   return params;
 }
 
+/**
+ * QEMU capabilities we know but do not implement: refused rather than accepted and ignored (each
+ * needs a control socket to mean anything: MIGRATION events, migrate-continue).
+ */
+const NOT_YET: Partial<Record<CapabilityName, string>> = {
+  events: 'MIGRATION events need a QMP control socket, which this version does not have',
+  'pause-before-switchover': 'it pauses until migrate-continue, a QMP command this version does not have',
+};
+
 /** Parses `return-path,switchover-ack` into a full capability set (unknown names are refused). */
 export function parseCapabilityList(list: string): Capabilities {
   const caps: Record<CapabilityName, boolean> = { ...DEFAULT_CAPABILITIES };
@@ -112,6 +121,13 @@ export function parseCapabilityList(list: string): Capabilities {
         { field: name },
       );
     }
+    const missing = NOT_YET[name as CapabilityName];
+    if (missing)
+      throw new CapabilityError(
+        ErrorCode.CAPABILITY,
+        `capability '${name}' is QEMU's but does nothing here yet: ${missing}`,
+        { field: name },
+      );
     caps[name as CapabilityName] = true;
   }
   return checkCapabilities(caps);

@@ -76,3 +76,15 @@ t.test("each command's help lists its own options only", async (t) => {
     'the destination says what --ram means there',
   );
 });
+
+t.test('capabilities we know but do not implement are refused, not ignored', async (t) => {
+  for (const cap of ['events', 'pause-before-switchover'])
+    t.throws(
+      () => parseCommon(['--capabilities', `return-path,${cap}`], 'source'),
+      {
+        code: 'MIG_ERR_CAPABILITY',
+        message: new RegExp(`^capability '${cap}' is QEMU's but does nothing here yet: `),
+      },
+      cap,
+    );
+});
