@@ -43,6 +43,28 @@ export interface Active {
   evidence(): Promise<string>;
 }
 
+/** Several link impairments at once (rate, loss, delay: independent mechanisms), as one. */
+export async function applyLink(
+  t: Topology,
+  link: { rate?: string; delayMs?: number; lossPercent?: number },
+  target: Target,
+  dst: string,
+): Promise<Active> {
+  const parts: Active[] = [];
+  if (link.rate) parts.push(await applyRate(t, link.rate));
+  if (link.lossPercent) parts.push(await applyLoss(t, link.lossPercent, target));
+  if (link.delayMs) parts.push(await applyDelay(t, link.delayMs, target, dst));
+  return {
+    what: parts.map((p) => p.what).join(' + ') || 'no link impairment',
+    mechanism: parts.map((p) => p.mechanism).join('; ') || 'none',
+    connect: parts.find((p) => p.connect)?.connect,
+    heal: async () => {
+      for (const p of parts) await p.heal();
+    },
+    evidence: async () => (await Promise.all(parts.map((p) => p.evidence()))).join('; '),
+  };
+}
+
 let netemProbe: Promise<string | null> | null = null;
 /** null when `tc … netem` works in this kernel, else the reason it does not. */
 export function netemUnavailable(t: Topology): Promise<string | null> {

@@ -24,24 +24,38 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { CustomError, customScenario, FAULTS } from './custom.js';
 import { netnsAvailable, sweepStale } from './netns.js';
 import { type ChaosRecord, runScenario } from './run-scenario.js';
 import { CI_SUBSET, findScenario, SCENARIOS, type Scenario } from './scenarios.js';
 
-const USAGE = `usage: npm run chaos -- --list | --scenario NAME [--scenario NAME...] | --all | --ci [--json FILE] [--quick]
+const USAGE = `usage: npm run chaos -- --list | --scenario NAME [--scenario NAME...] | --all | --ci | --custom ... [--json FILE] [--quick]
 
   --list             list the scenarios
   --scenario NAME    run one scenario (repeatable)
   --all              run the whole matrix
   --ci               run the CI subset
+  --custom           run one scenario composed from the options below
   --json FILE        write the records as JSON
   --quick            shorten the long partition (30 s → 8 s)
   --verbose          echo the source's progress and stderr lines
   --keep-logs DIR    keep every side's full stderr (trace lines included) per scenario
-  --help             this text`;
+  --help             this text
+
+Custom scenario (--custom):
+  --link SPEC        link impairments for the whole migration, together:
+                     rate=N{k,m,g}bit, delay=MSms (each direction), loss=P% (each direction)
+  --fault F          ${FAULTS.join(' | ')} (default none)
+  --strike PHASE     setup | iteration | ack-wait | switchover: when the fault strikes (default iteration)
+  --ram SIZE  --dirty-rate RATE  --max-bandwidth RATE  --capabilities LIST  --downtime-limit MS
+  --device SPEC (repeatable)  --timeout MS      the guest and migration, as on npm start
+                     (defaults: 64M, 2M, 0 = the link shapes, return-path,multifd, 300, none, 90000)
+
+  e.g. npm run chaos -- --custom --link rate=100mbit,delay=50ms,loss=2% \\
+         --capabilities return-path,multifd,switchover-ack --device precopy:size=16M,prep=2s`;
 
 function usageError(msg: string): never {
-  process.stderr.write(`chaos: ${msg}\n${USAGE}\n`);
+  process.stderr.write(`chaos: MIG_ERR_USAGE: ${msg} (see 'npm run chaos -- --help')\n`);
   process.exit(2);
 }
 
@@ -153,6 +167,17 @@ async function main(): Promise<number> {
     'keep-logs'?: string;
     help?: boolean;
     json?: string;
+    custom?: boolean;
+    link?: string;
+    fault?: string;
+    strike?: string;
+    ram?: string;
+    'dirty-rate'?: string;
+    'max-bandwidth'?: string;
+    capabilities?: string;
+    'downtime-limit'?: string;
+    device?: string[];
+    timeout?: string;
   };
   let names: string[] = [];
   try {
@@ -168,6 +193,17 @@ async function main(): Promise<number> {
         verbose: { type: 'boolean' },
         'keep-logs': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        custom: { type: 'boolean' },
+        link: { type: 'string' },
+        fault: { type: 'string' },
+        strike: { type: 'string' },
+        ram: { type: 'string' },
+        'dirty-rate': { type: 'string' },
+        'max-bandwidth': { type: 'string' },
+        capabilities: { type: 'string' },
+        'downtime-limit': { type: 'string' },
+        device: { type: 'string', multiple: true },
+        timeout: { type: 'string' },
       },
     });
     v = parsed.values;
@@ -179,8 +215,42 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  const modes = [v.list, v.all, v.ci, names.length > 0].filter(Boolean).length;
-  if (modes !== 1) usageError('choose exactly one of --list, --scenario NAME, --all, --ci');
+  const modes = [v.list, v.all, v.ci, v.custom, names.length > 0].filter(Boolean).length;
+  if (modes !== 1) usageError('choose exactly one of --list, --scenario NAME, --all, --ci, --custom');
+  const customOnly = [
+    'link',
+    'fault',
+    'strike',
+    'ram',
+    'dirty-rate',
+    'max-bandwidth',
+    'capabilities',
+    'downtime-limit',
+    'device',
+    'timeout',
+  ] as const;
+  const stray = customOnly.find((k) => v[k] !== undefined);
+  if (!v.custom && stray) usageError(`--${stray} composes a --custom scenario`);
+  let custom: Scenario | null = null;
+  if (v.custom) {
+    try {
+      custom = customScenario({
+        link: v.link,
+        fault: v.fault,
+        strike: v.strike,
+        ram: v.ram,
+        dirtyRate: v['dirty-rate'],
+        maxBandwidth: v['max-bandwidth'],
+        capabilities: v.capabilities,
+        downtimeLimit: v['downtime-limit'],
+        devices: v.device,
+        timeoutMs: v.timeout,
+      });
+    } catch (err) {
+      if (err instanceof CustomError) usageError(err.message);
+      throw err;
+    }
+  }
   if (v.list) {
     for (const s of SCENARIOS)
       process.stdout.write(
@@ -190,7 +260,13 @@ async function main(): Promise<number> {
   }
   const unknown = names.filter((n) => !findScenario(n));
   if (unknown.length) usageError(`unknown scenario ${unknown.join(', ')} (see --list)`);
-  const chosen = v.all ? SCENARIOS : v.ci ? CI_SUBSET : names.map((n) => findScenario(n)!);
+  const chosen = custom
+    ? [custom]
+    : v.all
+      ? SCENARIOS
+      : v.ci
+        ? CI_SUBSET
+        : names.map((n) => findScenario(n)!);
   const avail = await netnsAvailable();
   if (!avail.ok) {
     process.stderr.write(`chaos: cannot run: ${avail.reason}\n`);

@@ -16,6 +16,7 @@ import {
   type Active,
   applyCorruption,
   applyDelay,
+  applyLink,
   applyLoss,
   applyPageCorruption,
   applyPartition,
@@ -69,6 +70,7 @@ async function startImpairment(sc: Scenario, topo: Topology, dst: string): Promi
     return applyPageCorruption(topo, targetOf(topo, dst, 'page'), imp.offset, imp.bit);
   if (imp.kind === 'corrupt') return applyCorruption(topo, dst, imp.offset, imp.bit);
   if (imp.kind === 'partition') return applyPartition(topo, imp.mode, targetOf(topo, dst, imp.channels));
+  if (imp.kind === 'none') return applyLink(topo, sc.link ?? {}, targetOf(topo, dst), dst);
   throw new Error(`impairment ${imp.kind} is a process fault, not a network one`);
 }
 
@@ -138,12 +140,19 @@ export async function runScenario(
     let appliedAt: number | null = null;
     let what = '';
     let mechanism = '';
+    // a custom scenario's link impairments, when a fault comes later at its phase
+    let link: Active | null = null;
+    if (sc.link && imp.kind !== 'none') {
+      link = await applyLink(topo, sc.link, targetOf(topo, dstAddr!), dstAddr!);
+      actives.push(link);
+    }
     if (sc.trigger.on === 'start') {
       active = await startImpairment(sc, topo, dstAddr!);
       actives.push(active);
       appliedAt = now();
     }
-    const srcArgs = ['--connect', active?.connect ?? dstAddr!, '--ram', g.ram, '--dirty-rate', g.dirtyRate];
+    const via = active?.connect ?? link?.connect ?? dstAddr!;
+    const srcArgs = ['--connect', via, '--ram', g.ram, '--dirty-rate', g.dirtyRate];
     if (g.dirtyPattern) srcArgs.push('--dirty-pattern', g.dirtyPattern);
     if (g.dirtyRange) srcArgs.push('--dirty-range', g.dirtyRange);
     srcArgs.push(
@@ -220,6 +229,10 @@ export async function runScenario(
     if (active) {
       what ||= active.what;
       mechanism ||= active.mechanism;
+    }
+    if (link) {
+      what = `${link.what}, then ${what || 'nothing'}`;
+      mechanism = `${link.mechanism}; ${mechanism}`;
     }
     const flip = /"flipped".*"t":([\d.]+)/.exec(evidence);
     if (flip) appliedAt = Number(flip[1]);

@@ -34,7 +34,16 @@ export type Impairment =
   /** main-channel byte `offset` through a relay, or page-channel payload byte `offset` (NFQUEUE). */
   | { kind: 'corrupt'; where: 'page' | 'section-header' | 'page-channel'; offset: number; bit: number }
   /** Junk, idle and TLS connections to every page port, from the destination's address. */
-  | { kind: 'stranger' };
+  | { kind: 'stranger' }
+  /** No fault: only the scenario's link impairments (a custom scenario without --fault). */
+  | { kind: 'none' };
+
+/** Link impairments in force for the whole migration, together (a custom scenario's --link). */
+export interface LinkSpec {
+  rate?: string;
+  delayMs?: number;
+  lossPercent?: number;
+}
 
 export interface GuestSpec {
   ram: string;
@@ -72,6 +81,8 @@ export interface Scenario {
   ci?: boolean;
   /** Extra environment of the first destination (test hooks). */
   dstEnv?: Record<string, string>;
+  /** Applied before the source starts, beside the impairment (custom scenarios). */
+  link?: LinkSpec;
 }
 
 /** The default path (page channels), as `npm start` runs it. */
