@@ -87,10 +87,6 @@ export class VersionError extends MigrationError {}
 export class ParameterError extends MigrationError {}
 /** A socket failed, closed early, timed out or could not connect. */
 export class SocketError extends MigrationError {}
-/** Failures while setting up, sending or receiving that are not protocol violations. */
-export class SetupError extends MigrationError {}
-export class SendError extends MigrationError {}
-export class ReceiveError extends MigrationError {}
 
 /** Turns anything thrown into a MigrationError, keeping the original as `cause`. */
 export function asMigrationError(err: unknown, fallback: ErrorCode = ErrorCode.INTERNAL): MigrationError {

@@ -1,16 +1,18 @@
 /**
  * Source migration states, as QEMU's MigrationStatus, with compare-and-swap transitions.
  *
- *   none ─▶ setup ─▶ active ─▶ [pre-switchover] ─▶ device ─▶ completed
- *             │         │              │              │
- *             └─────────┴──────────────┴──────────────┴──▶ failed
- *             └─────────┴──────────────┴──────────────┴──▶ cancelling ─▶ cancelled
+ *   none ─▶ setup ─▶ active ─▶ device ─▶ completed
+ *             │         │          │
+ *             └─────────┴──────────┴──▶ failed
+ *             └─────────┴──────────┴──▶ cancelling ─▶ cancelled
+ *
+ * QEMU's pre-switchover (pause-before-switchover) is not here: nothing would enter it until a
+ * control socket can send migrate-continue.
  */
 export const MigrationStatus = {
   NONE: 'none',
   SETUP: 'setup',
   ACTIVE: 'active',
-  PRE_SWITCHOVER: 'pre-switchover',
   DEVICE: 'device',
   COMPLETED: 'completed',
   FAILED: 'failed',
@@ -20,27 +22,17 @@ export const MigrationStatus = {
 export type MigrationStatus = (typeof MigrationStatus)[keyof typeof MigrationStatus];
 
 const S = MigrationStatus;
-const RUNNING: readonly MigrationStatus[] = [S.SETUP, S.ACTIVE, S.PRE_SWITCHOVER, S.DEVICE];
 
 export const TRANSITIONS: Readonly<Record<MigrationStatus, readonly MigrationStatus[]>> = {
   [S.NONE]: [S.SETUP],
   [S.SETUP]: [S.ACTIVE, S.FAILED, S.CANCELLING],
-  [S.ACTIVE]: [S.PRE_SWITCHOVER, S.DEVICE, S.FAILED, S.CANCELLING],
-  [S.PRE_SWITCHOVER]: [S.DEVICE, S.FAILED, S.CANCELLING],
+  [S.ACTIVE]: [S.DEVICE, S.FAILED, S.CANCELLING],
   [S.DEVICE]: [S.COMPLETED, S.FAILED, S.CANCELLING],
   [S.COMPLETED]: [],
   [S.FAILED]: [],
   [S.CANCELLING]: [S.CANCELLED, S.FAILED],
   [S.CANCELLED]: [],
 };
-
-export function isRunning(s: MigrationStatus): boolean {
-  return RUNNING.includes(s);
-}
-
-export function isFinal(s: MigrationStatus): boolean {
-  return s === S.COMPLETED || s === S.FAILED || s === S.CANCELLED;
-}
 
 /** Holds one status; `transition(from, to)` changes it only if it is still `from` and the table allows it. */
 export class StateCell {

@@ -13,7 +13,6 @@ const STATES = [
   'none',
   'setup',
   'active',
-  'pre-switchover',
   'device',
   'completed',
   'failed',
