@@ -9,16 +9,7 @@ import { ErrorCode, ParameterError } from '../shared/errors.js';
 import type { MetricsFacts, Progress } from './migration.js';
 import type { MigrationReport } from './report.js';
 
-const STATES = [
-  'none',
-  'setup',
-  'active',
-  'device',
-  'completed',
-  'failed',
-  'cancelling',
-  'cancelled',
-];
+const STATES = ['none', 'setup', 'active', 'device', 'completed', 'failed', 'cancelling', 'cancelled'];
 
 export class MetricsServer {
   readonly #registry = new Registry();
