@@ -33,6 +33,7 @@ import {
   writeOutputOrWarn,
 } from '../shared/output-paths.js';
 import { generatePsk, generateX509 } from '../shared/tls/generate.js';
+import { explainDowntime } from './lib/downtime-explained.js';
 import { freeUdpPort, probeCoverage, ServiceProbe } from './lib/service-probe.js';
 import { type Side, spawnSide } from './lib/spawn-side.js';
 import { makeWorkFolder, removeWorkFolder } from './lib/work-folder.js';
@@ -283,6 +284,8 @@ async function runPair(o: CommonOptions, argv: string[], pair: PairRun): Promise
     const why = (report.probe as Record<string, unknown>)['not-covered'];
     if (why) log(`outside probe: no service downtime (${why})`);
   }
+  const explained = explainDowntime(report);
+  if (explained) report['downtime-explained'] = Object.fromEntries(explained.map((e) => [e.event, e.at]));
   report['exit-codes'] = { source: srcCode, destination: dstCode };
   process.stdout.write(`${reportTable(report)}\n`);
   // the migration is over: a report that cannot be written now is a warning, the exit code says how it ended

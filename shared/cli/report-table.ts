@@ -82,7 +82,12 @@ const SECTIONS: Section[] = [
       ['service (outside probe)', 'probe.service-downtime', (v) => ms(v)],
       ['expected at switchover', 'expected-downtime', (v) => ms(v)],
     ],
-    owns: ['downtime-breakdown', 'downtime-expected-vs-actual', 'expected-downtime-history'],
+    owns: [
+      'downtime-breakdown',
+      'downtime-explained',
+      'downtime-expected-vs-actual',
+      'expected-downtime-history',
+    ],
   },
   {
     title: 'RAM',
@@ -283,13 +288,22 @@ export function reportTable(report: Json): string {
   return out.join('\n');
 }
 
-/** The downtime's checkpoints as steps: "+2.8 ms src-vm-stopped". */
+/**
+ * The downtime's events, each with the part since the one before: the pair's `downtime-explained`
+ * (checkpoints, the guest's heartbeats and the probe's answers on one clock) or the checkpoints alone.
+ */
 function breakdownLines(r: Json): string[] {
-  const b = r['downtime-breakdown'];
+  const explained = r['downtime-explained'];
+  const b = explained ?? r['downtime-breakdown'];
   if (!b || typeof b !== 'object') return [];
   const entries = Object.entries(b as Record<string, number>);
   return [
-    '  breakdown (ms from the stop)',
-    ...entries.map(([name, t]) => `    ${ms(t).padStart(10)}  ${name}`),
+    explained
+      ? '  on one clock (ms from the source stop; + the part since the line before)'
+      : '  breakdown (ms from the source stop)',
+    ...entries.map(([name, t], i) => {
+      const part = i === 0 ? '' : `+${ms(t - entries[i - 1]![1])}`;
+      return `    ${ms(t).padStart(10)} ${part.padStart(10)}  ${name}`;
+    }),
   ];
 }
