@@ -27,19 +27,28 @@ import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { scriptArgs } from '../../shared/cli/script-args.js';
 import { ROOT } from '../lib/spawn-side.js';
 import { activeDamon, machineNote } from './machine.js';
 import { measureRawTcp } from './raw-tcp.js';
 import { fmt, spread, table, writeResult } from './stats.js';
 
-const { values } = parseArgs({
-  options: {
+const values = scriptArgs(
+  'bench',
+  `usage: npm run bench [-- --runs N] [--quick] [--only W1,TLS,W2,W3,BW]
+
+End-to-end migrations (two real processes over loopback) against raw TCP measured in the same run:
+W1 throughput of a paused 1 GiB guest (npm start defaults first), TLS, W2 downtime of a guest
+rewriting 64 MiB as fast as it can, W3 scaling, BW bandwidth caps. Table + JSON under bench/results/.
+  --runs N     runs per case (default 3)
+  --quick      smaller guests
+  --only LIST  the groups to run`,
+  {
     runs: { type: 'string', default: '3' },
     quick: { type: 'boolean', default: false },
     only: { type: 'string', default: 'W1,TLS,W2,W3,BW' },
   },
-});
+);
 const RUNS = Number(values.runs);
 const QUICK = values.quick;
 const ONLY = new Set(values.only.split(','));
