@@ -7,6 +7,9 @@ import type { GuestMemory } from '../../shared/guest/memory.js';
 import { popcount } from '../../shared/guest/memory.js';
 import type { NativeHash } from '../../shared/ram/native-hash.js';
 
+/** The shortest period the first dirty rate is taken over. */
+const FIRST_PERIOD_MS = 100;
+
 export class DirtyTracker {
   readonly #bits: Uint32Array;
   #pending = 0;
@@ -14,8 +17,13 @@ export class DirtyTracker {
   /** Pages the guest dirtied in the current rate period (for dirty-pages-rate). */
   #periodPages = 0;
   #periodStart = 0;
-  /** QEMU's dirty-pages-rate: pages/s over the last period of at least 1000 ms. */
+  /**
+   * QEMU's dirty-pages-rate: pages/s over the last period of at least 1000 ms. The first one may be
+   * shorter (at least FIRST_PERIOD_MS): a short migration would otherwise show 0 throughout, and its
+   * expected downtime would sit at the limit.
+   */
   dirtyPagesRate = 0;
+  #rated = false;
 
   readonly #counts = new Int32Array(2);
 
@@ -60,7 +68,9 @@ export class DirtyTracker {
     this.#pending += added;
     this.#periodPages += harvested;
     this.syncCount++;
-    if (now - this.#periodStart >= 1000) {
+    const period = now - this.#periodStart;
+    if (period >= 1000 || (!this.#rated && period >= FIRST_PERIOD_MS)) {
+      this.#rated = true;
       this.dirtyPagesRate = Math.round((this.#periodPages * 1000) / (now - this.#periodStart));
       this.#periodPages = 0;
       this.#periodStart = now;

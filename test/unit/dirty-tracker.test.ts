@@ -62,6 +62,23 @@ t.test('sync counts pages and the rate period', async (t) => {
   t.ok(tr.dirtyPagesRate > 0, 'a period of at least 1000 ms produced a rate');
 });
 
+t.test('the first rate comes from the first sync, later ones from periods of 1 s', async (t) => {
+  const mem = GuestMemory.allocate(64 * 4096);
+  const tr = new DirtyTracker(mem);
+  tr.startFullPass(0);
+  for (let i = 0; i < 10; i++) markDirty(mem.dirty, i);
+  tr.sync(50);
+  t.equal(tr.dirtyPagesRate, 0, 'under 100 ms: no rate yet');
+  for (let i = 10; i < 30; i++) markDirty(mem.dirty, i);
+  tr.sync(300);
+  t.equal(tr.dirtyPagesRate, 100, 'the first sync after 100 ms: 30 pages in 300 ms');
+  for (let i = 30; i < 40; i++) markDirty(mem.dirty, i);
+  tr.sync(800);
+  t.equal(tr.dirtyPagesRate, 100, 'then QEMU periods of at least 1000 ms: unchanged after 500 ms');
+  tr.sync(1300);
+  t.equal(tr.dirtyPagesRate, 10, '10 pages in the 1000 ms period');
+});
+
 // the addon's syncDirty/takeAll and the JavaScript loops must agree: both are run (no compiler: only JS)
 const path = prepareNativeHash();
 for (const [label, native] of [['JavaScript', null], ...(path ? [['addon', loadNativeHash(path)]] : [])] as [
