@@ -203,6 +203,9 @@ const SECTIONS: Section[] = [
 /** Raw monotonic clock readings: for tools (the JSON has them), meaningless to read. */
 const CLOCK_READINGS = [
   'downtime-start-t',
+  // the destination's own report: its checkpoints as monotonic readings
+  'checkpoints',
+  'devices.*.approved-at',
   'guest.resume-gap',
   'probe.gap-start',
   'probe.gap-end',
@@ -276,7 +279,7 @@ export function reportTable(report: Json): string {
   }
   const other: string[] = [];
   const walk = (prefix: string, v: unknown) => {
-    if (shown.has(prefix) || owned.some((o) => prefix === o || prefix.startsWith(`${o}.`))) return;
+    if (shown.has(prefix) || owned.some((o) => covers(o, prefix))) return;
     if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
       for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, x);
     } else if (v !== undefined) {
@@ -306,4 +309,12 @@ function breakdownLines(r: Json): string[] {
       return `    ${ms(t).padStart(10)} ${part.padStart(10)}  ${name}`;
     }),
   ];
+}
+
+/** `a.b` covers `a.b` and `a.b.c`; `*` stands for one name (`devices.*.approved-at`). */
+function covers(pattern: string, path: string): boolean {
+  const p = pattern.split('.');
+  const q = path.split('.');
+  if (q.length < p.length) return false;
+  return p.every((name, i) => name === '*' || name === q[i]);
 }
