@@ -3,7 +3,7 @@
  * the guest service (shared/guest/service.ts), in the spirit of mig_mon's `client` mode. It knows
  * nothing of migration: every interval it sends one datagram (u64 BE sequence number) to every target
  * and records when replies arrive. The longest silence between two consecutive replies from ANY
- * target is the service downtime (DESIGN §9). Give both the source's and the destination's service
+ * target is the service downtime (README "Measuring downtime"). Give both the source's and the destination's service
  * as targets: the gap then runs from the source's last reply to the destination's first.
  *
  * Options:

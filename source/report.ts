@@ -1,5 +1,5 @@
 /**
- * The migration report: QEMU query-migrate names (research §8) plus ours. Every field is defined in
+ * The migration report: QEMU query-migrate names (qapi/migration.json, MigrationInfo) plus ours. Every field is defined in
  * README.md ("Report fields"). Times are ms, sizes bytes, mbps megabits per second.
  */
 export interface RamReport {

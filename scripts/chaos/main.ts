@@ -1,7 +1,7 @@
 /**
  * `npm run chaos -- --list | --scenario NAME [--scenario NAME...] | --all [--json FILE] [--quick]`
  *
- * The chaos suite (DESIGN.md §10): real source and destination processes in two network namespaces
+ * The chaos suite (README "Chaos suite"): real source and destination processes in two network namespaces
  * joined by a veth pair, under network impairments (rate, loss, delay, partitions; each by the most
  * real mechanism the kernel has, named in the output) and process faults (SIGKILL / SIGSTOP of
  * either side at a chosen phase, a bit-flipping relay). Each scenario must end in an allowed

@@ -1,5 +1,5 @@
 /**
- * Two network namespaces joined by a veth pair: the two "hosts" of the chaos suite (DESIGN.md §10).
+ * Two network namespaces joined by a veth pair: the two "hosts" of the chaos suite (README "Chaos suite").
  *
  * Names carry this process's pid (`swchaos-<pid>-<n>-src|dst`, links `swc<pid>s<n>` / `swc<pid>d<n>`),
  * addresses are 10.213.<n>.1/24 (source) and 10.213.<n>.2/24 (destination) and exist only inside

@@ -1,7 +1,7 @@
 /**
  * The chaos matrix as data. Each scenario: a guest and migration configuration, the phase it
  * targets, the trigger that finds that phase in the live source (its progress and trace lines), the
- * impairment or process fault, and the outcomes it may end in (DESIGN.md §10: migrated with the
+ * impairment or process fault, and the outcomes it may end in (migrated with the
  * image verified, or failed with the source guest intact; for a killed source, a clean destination).
  */
 

@@ -1,6 +1,6 @@
 /**
  * Pure gap arithmetic for the outside probe (scripts/probe.ts): the longest silence between
- * consecutive reply arrivals is the service downtime (DESIGN §9).
+ * consecutive reply arrivals is the service downtime (README "Measuring downtime").
  */
 import { ErrorCode, ParameterError } from '../../shared/errors.js';
 

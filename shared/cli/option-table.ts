@@ -1,6 +1,6 @@
 /**
  * Every command-line option of the three commands, with the commands that take it and its help
- * line (names in ../shared/INTERFACE.md, QEMU's where QEMU has one). One table, so that help text,
+ * line (names users rely on: keep them stable, README "Options"; QEMU's where QEMU has one). One table, so that help text,
  * parsing and "that option belongs to another command" come from the same facts.
  */
 

@@ -1,7 +1,7 @@
 /**
  * Guest memory shared between the main thread, the vCPU worker and page workers, plus the dirty log:
  * one bit per page, set by the vCPU with Atomics.or after it writes a page, harvested by the migration
- * with Atomics.exchange before it copies the page (the analog of KVM's dirty log; DESIGN §11).
+ * with Atomics.exchange before it copies the page (the analog of KVM's dirty log).
  */
 import { loadNativeHash, prepareNativeHash } from '../ram/native-hash.js';
 import { type Layout, layoutFor, PAGE_SIZE } from './layout.js';

@@ -6,7 +6,7 @@
  *
  * The service answers only while `isRunning()` is true. A stopped guest is silent — requests that
  * arrive meanwhile are read and dropped, not queued — so an outside probe sees the stop as a gap in
- * replies (DESIGN §9 "service downtime"). Datagrams shorter than 8 bytes are ignored.
+ * replies (README "Measuring downtime"). Datagrams shorter than 8 bytes are ignored.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';

@@ -1,5 +1,5 @@
 /**
- * Return-path frames (destination → source), QEMU's layout (research §2.1):
+ * Return-path frames (destination → source), QEMU's layout (migration/migration.c, the return path):
  *
  * ```
  *  0        2        4

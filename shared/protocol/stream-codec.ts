@@ -1,5 +1,5 @@
 /**
- * Main-channel stream: QEMU's savevm framing (research §1) with our magic.
+ * Main-channel stream: QEMU's savevm framing (migration/savevm.c) with our magic.
  *
  * ```
  *  header         | be32 magic "SWST" | be32 version |
