@@ -28,6 +28,9 @@ export interface BootOptions {
 
 export const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url);
 
+/** How long resume() blocks the thread for the vCPU's RUNNING before it waits asynchronously. */
+const SYNC_WAIT_MS = 50;
+
 export class Guest {
   #worker: Worker | null = null;
   #selfCheck: Promise<SelfCheckResult> | null = null;
@@ -123,10 +126,23 @@ export class Guest {
     return monotonicMs();
   }
 
-  /** Lets a stopped vCPU run again (a failed or cancelled migration). */
+  /**
+   * Lets a stopped vCPU run (a migrated guest, or a failed or cancelled migration). The vCPU says
+   * RUNNING within microseconds; waiting for it on the event loop (waitAsync) added 1-5 ms whenever
+   * the loop was busy, inside the downtime, so this first blocks for it, bounded by SYNC_WAIT_MS.
+   */
   async resume(): Promise<void> {
-    Atomics.store(this.memory.control, CTL.CMD, VcpuCmd.RUN);
-    Atomics.notify(this.memory.control, CTL.CMD);
+    const ctl = this.memory.control;
+    Atomics.store(ctl, CTL.CMD, VcpuCmd.RUN);
+    Atomics.notify(ctl, CTL.CMD);
+    const deadline = performance.now() + SYNC_WAIT_MS;
+    for (;;) {
+      const cur = Atomics.load(ctl, CTL.STATE);
+      if (cur === VcpuState.RUNNING) return;
+      const left = deadline - performance.now();
+      if (cur === VcpuState.EXITED || left <= 0 || !this.#worker) break;
+      Atomics.wait(ctl, CTL.STATE, cur, left);
+    }
     await this.#waitState(VcpuState.RUNNING);
   }
 
