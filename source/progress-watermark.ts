@@ -10,12 +10,15 @@ export interface WatermarkReport {
   'lowest-at-ms': number;
   /** When the warning was given (ms from the start), if it was. */
   'no-progress-warning-at-ms'?: number;
+  /** The low it had not gone below since then: reached at this time (ms from the start). */
+  'no-progress-since-ms'?: number;
 }
 
 export class ProgressWatermark {
   #lowest = Number.POSITIVE_INFINITY;
   #lowestAt = 0;
   #warnedAt: number | null = null;
+  #stalledSince = 0;
 
   /** `warnAfterMs` 0: never warn. Times are ms from the start of the migration. */
   constructor(private readonly warnAfterMs: number) {}
@@ -30,6 +33,7 @@ export class ProgressWatermark {
     if (this.warnAfterMs <= 0 || this.#warnedAt !== null) return false;
     if (atMs - this.#lowestAt < this.warnAfterMs) return false;
     this.#warnedAt = atMs;
+    this.#stalledSince = this.#lowestAt;
     return true;
   }
 
@@ -46,7 +50,12 @@ export class ProgressWatermark {
     return {
       'lowest-remaining': this.#lowest,
       'lowest-at-ms': Math.round(this.#lowestAt),
-      ...(this.#warnedAt === null ? {} : { 'no-progress-warning-at-ms': Math.round(this.#warnedAt) }),
+      ...(this.#warnedAt === null
+        ? {}
+        : {
+            'no-progress-warning-at-ms': Math.round(this.#warnedAt),
+            'no-progress-since-ms': Math.round(this.#stalledSince),
+          }),
     };
   }
 }

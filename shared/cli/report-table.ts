@@ -106,7 +106,7 @@ const SECTIONS: Section[] = [
       [
         'no progress since',
         'progress.no-progress-warning-at-ms',
-        (v, r) => `warned at ${ms(v)} (no new low after ${ms(get(r, 'progress.lowest-at-ms'))})`,
+        (v, r) => `warned at ${ms(v)} (no new low after ${ms(get(r, 'progress.no-progress-since-ms'))})`,
       ],
       ['rounds', 'iterations', plain],
       ['rate', 'ram.mbps', mbps],

@@ -199,7 +199,7 @@ for (const c of cases) {
       t.equal(dst.status, 'completed', 'destination status is completed');
       t.equal(src.guest?.['self-check']?.ok, true, 'self-check ok (as reported to the source)');
       t.equal(dst.guest?.['self-check']?.ok, true, 'self-check ok (destination report)');
-      t.equal(src.guest?.['self-check']?.badPages, 0, 'self-check found no bad page');
+      t.equal(src.guest?.['self-check']?.['bad-pages'], 0, 'self-check found no bad page');
       t.equal(src.integrity?.match, true, 'integrity.match');
       t.match(src.integrity?.['digest-source'], /^[0-9a-f]{16}$/, 'source digest present');
       t.equal(

@@ -10,7 +10,18 @@ t.test('warns once, warnAfterMs after the last new low', async (t) => {
   t.equal(w.observe(34_999, 401), false, 'still under 30 s since the low at 5 s');
   t.equal(w.observe(35_000, 500), true, '30 s without a new low: warn');
   t.equal(w.observe(60_000, 500), false, 'once');
-  t.same(w.report(), { 'lowest-remaining': 400, 'lowest-at-ms': 5000, 'no-progress-warning-at-ms': 35_000 });
+  t.same(w.report(), {
+    'lowest-remaining': 400,
+    'lowest-at-ms': 5000,
+    'no-progress-warning-at-ms': 35_000,
+    'no-progress-since-ms': 5000,
+  });
+  w.observe(40_000, 100);
+  t.match(
+    w.report(),
+    { 'lowest-at-ms': 40_000, 'no-progress-since-ms': 5000 },
+    'a later low: the warning keeps its own facts',
+  );
 });
 
 t.test('a migration that keeps making lows never warns; 0 turns the warning off', async (t) => {
