@@ -12,3 +12,13 @@ export function kebabCaseKeys<T>(v: T): T {
     ]),
   ) as T;
 }
+
+/** A report field by its dotted path (`guest.self-check.ok`); undefined where the path ends. */
+export function reportField(r: Record<string, unknown>, path: string): unknown {
+  let v: unknown = r;
+  for (const k of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[k];
+  }
+  return v;
+}

@@ -47,6 +47,7 @@ export function parseDuration(text: string, what: string): number {
   return Number(m[1]) * (m[2]?.toLowerCase() === 's' ? 1000 : 1);
 }
 
+/** `1536` → "1.5 KiB": one decimal below 100, none from 100 up; bytes below 1 KiB stay bytes. */
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;
@@ -55,5 +56,5 @@ export function formatBytes(n: number): string {
     v /= 1024;
     i++;
   }
-  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+  return i === 0 ? `${v} B` : `${v.toFixed(Math.abs(v) >= 100 ? 0 : 1)} ${units[i]}`;
 }

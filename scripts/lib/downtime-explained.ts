@@ -7,6 +7,8 @@
  * Each consecutive pair of events is a part; the parts between two edges add up to that downtime.
  */
 
+import { reportField } from '../../shared/report-keys.js';
+
 type Json = Record<string, unknown>;
 
 export interface DowntimeEvent {
@@ -17,21 +19,12 @@ export interface DowntimeEvent {
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
-function get(r: Json, path: string): unknown {
-  let v: unknown = r;
-  for (const k of path.split('.')) {
-    if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Json)[k];
-  }
-  return v;
-}
-
 /** The handover's events in time order, or undefined when the clocks are not one (or it did not complete). */
 export function explainDowntime(r: Json): DowntimeEvent[] | undefined {
   const start = num(r['downtime-start-t']);
   const breakdown = r['downtime-breakdown'] as Record<string, number> | undefined;
   if (r.status !== 'completed' || start === undefined || !breakdown) return undefined;
-  if (get(r, 'guest.clock') !== 'shared') return undefined; // two hosts: the offset estimate is not exact enough
+  if (reportField(r, 'guest.clock') !== 'shared') return undefined; // two hosts: the offset estimate is not exact enough
   const events: DowntimeEvent[] = Object.entries(breakdown)
     .filter(([, at]) => num(at) !== undefined)
     .map(([event, at]) => ({ event, at }));
@@ -39,11 +32,11 @@ export function explainDowntime(r: Json): DowntimeEvent[] | undefined {
     const v = num(t);
     if (v !== undefined) events.push({ event, at: Math.round((v - start) * 100) / 100 });
   };
-  abs('guest-last-heartbeat-source', get(r, 'guest.resume-gap.gap-start-ms'));
-  abs('guest-first-heartbeat-destination', get(r, 'guest.resume-gap.gap-end-ms'));
-  if (get(r, 'probe.handover') === true) {
-    abs('service-last-answer-source', get(r, 'probe.gap-start'));
-    abs('service-first-answer-destination', get(r, 'probe.gap-end'));
+  abs('guest-last-heartbeat-source', reportField(r, 'guest.resume-gap.gap-start-ms'));
+  abs('guest-first-heartbeat-destination', reportField(r, 'guest.resume-gap.gap-end-ms'));
+  if (reportField(r, 'probe.handover') === true) {
+    abs('service-last-answer-source', reportField(r, 'probe.gap-start'));
+    abs('service-first-answer-destination', reportField(r, 'probe.gap-end'));
   }
   return events.sort((a, b) => a.at - b.at);
 }

@@ -5,19 +5,14 @@
  * The JSON report (--json) keeps exact values; this is only its reading.
  */
 
+import { reportField } from '../report-keys.js';
+import { formatBytes } from '../units.js';
+
 type Json = Record<string, unknown>;
 
-/** `1536` → "1.5 KiB"; bytes below 1 KiB stay bytes. */
+/** Bytes in IEC units ("1.5 KiB"), '-' for anything that is not a number. */
 export function bytes(n: unknown): string {
-  if (typeof n !== 'number' || !Number.isFinite(n)) return '-';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (Math.abs(v) >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+  return typeof n === 'number' && Number.isFinite(n) ? formatBytes(n) : '-';
 }
 
 /** Milliseconds, rounded to what a person can use: 0.01 below 10, 0.1 below 1000, then seconds. */
@@ -45,15 +40,6 @@ function plain(v: unknown): string {
   return String(v);
 }
 
-function get(r: Json, path: string): unknown {
-  let v: unknown = r;
-  for (const k of path.split('.')) {
-    if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Json)[k];
-  }
-  return v;
-}
-
 /** How each field is shown when a section does not say: by its name's unit. */
 function byName(key: string, v: unknown): string {
   if (typeof v !== 'number') return plain(v);
@@ -77,7 +63,7 @@ const SECTIONS: Section[] = [
   {
     title: 'Downtime',
     rows: [
-      ['source', 'downtime', (v, r) => `${ms(v)} (limit ${ms(get(r, 'parameters.downtime-limit'))})`],
+      ['source', 'downtime', (v, r) => `${ms(v)} (limit ${ms(reportField(r, 'parameters.downtime-limit'))})`],
       ['guest-observed', 'guest.observed-downtime', (v) => ms(v)],
       ['service (outside probe)', 'probe.service-downtime', (v) => ms(v)],
       ['expected at switchover', 'expected-downtime', (v) => ms(v)],
@@ -97,16 +83,17 @@ const SECTIONS: Section[] = [
       ['  while running', 'ram.precopy-bytes', bytes],
       ['  while stopped', 'ram.downtime-bytes', bytes],
       ['remaining', 'ram.remaining', bytes],
-      ['pages', 'ram.normal', (v, r) => `${plain(v)} sent, ${plain(get(r, 'ram.duplicate'))} zero`],
+      ['pages', 'ram.normal', (v, r) => `${plain(v)} sent, ${plain(reportField(r, 'ram.duplicate'))} zero`],
       [
         'lowest remaining',
         'progress.lowest-remaining',
-        (v, r) => `${bytes(v)}, ${ms(get(r, 'progress.lowest-at-ms'))} in`,
+        (v, r) => `${bytes(v)}, ${ms(reportField(r, 'progress.lowest-at-ms'))} in`,
       ],
       [
         'no progress since',
         'progress.no-progress-warning-at-ms',
-        (v, r) => `warned at ${ms(v)} (no new low after ${ms(get(r, 'progress.no-progress-since-ms'))})`,
+        (v, r) =>
+          `warned at ${ms(v)} (no new low after ${ms(reportField(r, 'progress.no-progress-since-ms'))})`,
       ],
       ['rounds', 'iterations', plain],
       ['rate', 'ram.mbps', mbps],
@@ -114,7 +101,7 @@ const SECTIONS: Section[] = [
       [
         'transport',
         'ram.transport',
-        (v, r) => `${plain(v)}, checksums ${plain(get(r, 'ram.checksum-backend'))}`,
+        (v, r) => `${plain(v)}, checksums ${plain(reportField(r, 'ram.checksum-backend'))}`,
       ],
     ],
     owns: ['ram', 'progress'],
@@ -126,7 +113,9 @@ const SECTIONS: Section[] = [
         'digests',
         'integrity.match',
         (v, r) =>
-          v === undefined ? null : `${v ? 'match' : 'DIFFER'} (${plain(get(r, 'integrity.digest-source'))})`,
+          v === undefined
+            ? null
+            : `${v ? 'match' : 'DIFFER'} (${plain(reportField(r, 'integrity.digest-source'))})`,
       ],
       ['pages verified', 'integrity.pages-verified', plain],
       ['torn copies re-sent', 'integrity.torn-copies', plain],
@@ -136,7 +125,7 @@ const SECTIONS: Section[] = [
         (v, r) =>
           v === undefined
             ? null
-            : `${v ? 'clean' : 'BAD'}: ${plain(get(r, 'guest.self-check.pages-checked'))} pages, ${plain(get(r, 'guest.self-check.bad-pages'))} bad, ${ms(get(r, 'guest.self-check.ms'))}`,
+            : `${v ? 'clean' : 'BAD'}: ${plain(reportField(r, 'guest.self-check.pages-checked'))} pages, ${plain(reportField(r, 'guest.self-check.bad-pages'))} bad, ${ms(reportField(r, 'guest.self-check.ms'))}`,
       ],
       ['source guest still running', 'guest.running-after-failure', (v) => (v ? 'yes' : 'NO')],
     ],
@@ -161,7 +150,7 @@ const SECTIONS: Section[] = [
         (v, r) =>
           !v
             ? 'off'
-            : `${get(r, 'switchover-ack.acked') ? 'acked' : 'NOT acked'} after ${ms(get(r, 'switchover-ack.wait-ms'))}${get(r, 'switchover-ack.held-by') ? `, held by ${plain(get(r, 'switchover-ack.held-by'))}` : ''}`,
+            : `${reportField(r, 'switchover-ack.acked') ? 'acked' : 'NOT acked'} after ${ms(reportField(r, 'switchover-ack.wait-ms'))}${reportField(r, 'switchover-ack.held-by') ? `, held by ${plain(reportField(r, 'switchover-ack.held-by'))}` : ''}`,
       ],
     ],
     owns: ['parameters', 'switchover-ack'],
@@ -170,7 +159,11 @@ const SECTIONS: Section[] = [
     title: 'Outside probe',
     rows: [
       ['handover seen', 'probe.handover', (v) => (v ? 'yes' : 'no')],
-      ['probes sent / answered', 'probe.sent', (v, r) => `${plain(v)} / ${plain(get(r, 'probe.replies'))}`],
+      [
+        'probes sent / answered',
+        'probe.sent',
+        (v, r) => `${plain(v)} / ${plain(reportField(r, 'probe.replies'))}`,
+      ],
       ['interval', 'probe.interval', ms],
       ['longest gap', 'probe.longest-gap', ms],
       ['not covered because', 'probe.not-covered', plain],
@@ -185,7 +178,7 @@ const SECTIONS: Section[] = [
         'clock (guest downtime)',
         'guest.clock',
         (v, r) =>
-          `${plain(v)}, offset ${ms(get(r, 'guest.clock-offset'))} ± ${ms(get(r, 'guest.clock-uncertainty'))}`,
+          `${plain(v)}, offset ${ms(reportField(r, 'guest.clock-offset'))} ± ${ms(reportField(r, 'guest.clock-uncertainty'))}`,
       ],
       ['peak RSS source', 'peak-rss.source', bytes],
       ['peak RSS destination', 'peak-rss.destination', bytes],
@@ -193,7 +186,7 @@ const SECTIONS: Section[] = [
       [
         'exit codes',
         'exit-codes.source',
-        (v, r) => `source ${plain(v)}, destination ${plain(get(r, 'exit-codes.destination'))}`,
+        (v, r) => `source ${plain(v)}, destination ${plain(reportField(r, 'exit-codes.destination'))}`,
       ],
     ],
     owns: ['guest.clock-offset', 'guest.clock-uncertainty', 'peak-rss', 'exit-codes'],
@@ -221,17 +214,17 @@ export function summaryLine(r: Json): string {
   const parts = [r['total-time'] === undefined ? status : `${status} in ${ms(r['total-time'])}`];
   if (status === 'completed' && r.downtime !== undefined) {
     const d = [`source ${ms(r.downtime)}`];
-    if (get(r, 'guest.observed-downtime') !== undefined)
-      d.push(`guest ${ms(get(r, 'guest.observed-downtime'))}`);
-    if (get(r, 'probe.service-downtime') !== undefined)
-      d.push(`service ${ms(get(r, 'probe.service-downtime'))}`);
+    if (reportField(r, 'guest.observed-downtime') !== undefined)
+      d.push(`guest ${ms(reportField(r, 'guest.observed-downtime'))}`);
+    if (reportField(r, 'probe.service-downtime') !== undefined)
+      d.push(`service ${ms(reportField(r, 'probe.service-downtime'))}`);
     parts.push(`downtime ${d.join(' / ')}`);
   }
-  if (get(r, 'ram.transferred') !== undefined)
-    parts.push(`${bytes(get(r, 'ram.transferred'))} sent at ${mbps(get(r, 'ram.mbps'))}`);
+  if (reportField(r, 'ram.transferred') !== undefined)
+    parts.push(`${bytes(reportField(r, 'ram.transferred'))} sent at ${mbps(reportField(r, 'ram.mbps'))}`);
   if (status === 'completed') {
-    const match = get(r, 'integrity.match');
-    const clean = get(r, 'guest.self-check.ok');
+    const match = reportField(r, 'integrity.match');
+    const clean = reportField(r, 'guest.self-check.ok');
     const bad = match === false || clean === false;
     parts.push(
       bad
@@ -239,7 +232,7 @@ export function summaryLine(r: Json): string {
         : `integrity ok${match === undefined ? ' (no digest: no return path)' : ''}`,
     );
   } else {
-    const running = get(r, 'guest.running-after-failure');
+    const running = reportField(r, 'guest.running-after-failure');
     if (running !== undefined)
       parts.push(running ? 'source guest still running' : 'SOURCE GUEST NOT RUNNING');
   }
@@ -268,7 +261,7 @@ export function reportTable(report: Json): string {
     const lines: string[] = [];
     for (const [label, path, show] of s.rows) {
       shown.add(path);
-      const v = get(report, path);
+      const v = reportField(report, path);
       if (v === undefined) continue;
       const text = show ? show(v, report) : plain(v);
       if (text !== null) lines.push(`  ${label.padEnd(width)} ${text}`);
