@@ -283,7 +283,13 @@ export function timelineSpec(data: TimelineData): TopLevelSpec {
   // Short lines: without a canvas vega estimates text width generously and would widen the image.
   const legend = [
     'dashed grey: dirty sync (iteration boundary)',
-    [data.ackAt !== undefined ? 'orange: switchover ACK' : '', dt ? 'red band: downtime (guest stopped)' : '']
+    [
+      data.ackAt !== undefined
+        ? `orange: switchover ACK${data.ackWait ? ' (band: waiting for it)' : ''}`
+        : '',
+      dt ? 'red band: downtime (guest stopped)' : '',
+      data.noProgressAt !== undefined ? 'purple dashed: no-progress warning' : '',
+    ]
       .filter(Boolean)
       .join('  ·  '),
   ].filter(Boolean);
