@@ -18,7 +18,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
-import { type CommonOptions, parseCommon } from '../shared/cli/args.js';
+import { type CommonOptions, guestBytes, parseCommon } from '../shared/cli/args.js';
 import { helpHint, usageText } from '../shared/cli/help.js';
 import { type Command, OPTIONS, type OptionDef } from '../shared/cli/option-table.js';
 import { ProgressBar } from '../shared/cli/progress-bar.js';
@@ -192,7 +192,7 @@ async function runPair(o: CommonOptions, argv: string[], pair: PairRun): Promise
       status: p.status!,
       remaining: Number(p.remaining),
       // remaining counts device data too
-      total: o.ramBytes + o.devices.reduce((n, d) => n + d.size, 0),
+      total: guestBytes(o),
       transferred: Number(p.transferred),
       mbps: Number(p.mbps),
       dirtyPagesRate: Number(p['dirty-pages-rate']),

@@ -25,14 +25,15 @@ export function parseSize(text: string, what: string): number {
 /** A rate in bytes per second; `/s` may follow the size. `max` returns Infinity when allowed. */
 export function parseRate(text: string, what: string, allowMax = false): number {
   if (allowMax && text.trim().toLowerCase() === 'max') return Number.POSITIVE_INFINITY;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGTB]?)(?:i?B)?\s*(?:\/s)?\s*$/i.exec(text);
-  if (!m)
+  try {
+    return parseSize(text.replace(/\/s\s*$/i, ''), what);
+  } catch {
     throw new ParameterError(
       ErrorCode.USAGE,
       `${what}: '${text}' is not a rate in bytes/s (examples: 64M, 1G, 512K/s${allowMax ? ', max' : ''})`,
       { field: what },
     );
-  return parseSize(text.replace(/\/s\s*$/i, ''), what);
+  }
 }
 
 /** `1480ms`, `1.5s` or a bare number of milliseconds. */

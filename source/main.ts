@@ -4,7 +4,7 @@
  * SIGINT/SIGTERM cancel the migration; the guest keeps running until the process ends.
  */
 import { writeFile } from 'node:fs/promises';
-import { parseCommon } from '../shared/cli/args.js';
+import { guestBytes, parseCommon } from '../shared/cli/args.js';
 import { helpHint, usageText } from '../shared/cli/help.js';
 import { ProgressBar } from '../shared/cli/progress-bar.js';
 import { formatProgressLine } from '../shared/cli/progress-line.js';
@@ -86,7 +86,7 @@ async function main(): Promise<number> {
       progressWarningMs: o.progressWarningMs,
       onProgress: (p) => {
         metrics?.update(p);
-        if (bar) bar.update({ ...p, total: o.ramBytes + deviceSpecs.reduce((n, d) => n + d.size, 0) });
+        if (bar) bar.update({ ...p, total: guestBytes(o) });
         else if (!o.quiet) process.stderr.write(`${formatProgressLine(p)}\n`);
       },
     });

@@ -116,8 +116,6 @@ export class SourceMigration {
   readonly #meter: ConvergenceMeter;
   readonly #limiter: RateLimiter;
   /** Aborted (with the first error) when the migration fails or is cancelled. */
-  /** The remainder has fitted the limit once (the timeline's ACK wait starts there). */
-  #thresholdMet = false;
   readonly #watermark: ProgressWatermark;
   readonly #abort = new AbortController();
   #main: ChannelWriter | null = null;
@@ -409,11 +407,8 @@ export class SourceMigration {
     this.#meter.noteSync(pending);
     this.tracer.emit(TraceEvent.DIRTY_SYNC, { pending, threshold, sync: this.ram.tracker.syncCount });
     if (pending > threshold) return false;
-    if (!this.#thresholdMet) {
-      this.#thresholdMet = true;
+    if (this.#meter.noteThresholdMet(monotonicMs()))
       this.tracer.emit(TraceEvent.THRESHOLD_MET, { pending, threshold });
-    }
-    this.#meter.noteThresholdMet(monotonicMs());
     if (!this.#canSwitchover()) return false;
     const policy = this.opts.switchoverPolicy ?? 'floor';
     return this.#meter.shouldSwitchNow(policy, pending, this.opts.guest.memory.pageSize, monotonicMs());

@@ -98,8 +98,11 @@ export class ConvergenceMeter {
     return this.#extraRounds;
   }
 
-  noteThresholdMet(now: number): void {
-    this.#thresholdMetAt ??= now;
+  /** True the first time: the remainder has fitted the limit (the ACK wait starts here). */
+  noteThresholdMet(now: number): boolean {
+    if (this.#thresholdMetAt !== null) return false;
+    this.#thresholdMetAt = now;
+    return true;
   }
 
   noteAck(now: number): void {

@@ -66,6 +66,11 @@ export interface CommonOptions {
   probeIntervalMs: number;
 }
 
+/** What a migration of this guest sends at least: its RAM and its devices' data (the bar's 100 %). */
+export function guestBytes(o: CommonOptions): number {
+  return o.ramBytes + o.devices.reduce((n, d) => n + d.size, 0);
+}
+
 /** The outside probe's default period (scripts/run-pair.ts says why 5 ms). */
 export const DEFAULT_PROBE_MS = 5;
 
