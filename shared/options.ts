@@ -11,6 +11,8 @@ export const CAPABILITY_NAMES = [
   'multifd',
   'events',
   'pause-before-switchover',
+  'auto-converge',
+  'dirty-limit',
 ] as const;
 export type CapabilityName = (typeof CAPABILITY_NAMES)[number];
 export type Capabilities = Readonly<Record<CapabilityName, boolean>>;
@@ -25,6 +27,8 @@ export const DEFAULT_CAPABILITIES: Capabilities = {
   multifd: false,
   events: false,
   'pause-before-switchover': false,
+  'auto-converge': false,
+  'dirty-limit': false,
 };
 
 /**
@@ -44,20 +48,51 @@ export interface Parameters {
   'avail-switchover-bandwidth': number;
   /** Page channels when multifd is on (QEMU default 2, range 1…255). */
   'multifd-channels': number;
+  /** auto-converge / dirty-limit trigger: dirtied > this % of sent in a period, twice (QEMU 50, 1…100). */
+  'throttle-trigger-threshold': number;
+  /** auto-converge: first vCPU throttle, % (QEMU 20, 1…99). */
+  'cpu-throttle-initial': number;
+  /** auto-converge: added at each later firing, % (QEMU 10, 1…99). */
+  'cpu-throttle-increment': number;
+  /** auto-converge: smaller steps near the throttle that would be enough (QEMU off). */
+  'cpu-throttle-tailslow': boolean;
+  /** auto-converge: the throttle's cap, % (QEMU 99, 1…99). */
+  'max-cpu-throttle': number;
+  /** dirty-limit: each vCPU's dirty page rate quota, MB/s (QEMU 1, ≥ 1). */
+  'vcpu-dirty-limit': number;
+  /** dirty-limit: period the quota is measured over, ms (QEMU 1000, 1…1000). */
+  'x-vcpu-dirty-limit-period': number;
 }
+
+/** The parameters that are integers with a range (all but cpu-throttle-tailslow). */
+type NumericParameter = Exclude<keyof Parameters, 'cpu-throttle-tailslow'>;
 
 export const DEFAULT_PARAMETERS: Readonly<Parameters> = {
   'downtime-limit': 300,
   'max-bandwidth': 128 * 1024 * 1024,
   'avail-switchover-bandwidth': 0,
   'multifd-channels': 2,
+  'throttle-trigger-threshold': 50,
+  'cpu-throttle-initial': 20,
+  'cpu-throttle-increment': 10,
+  'cpu-throttle-tailslow': false,
+  'max-cpu-throttle': 99,
+  'vcpu-dirty-limit': 1,
+  'x-vcpu-dirty-limit-period': 1000,
 };
 
-const PARAMETER_RANGES: Readonly<Record<keyof Parameters, readonly [number, number]>> = {
+const PARAMETER_RANGES: Readonly<Record<NumericParameter, readonly [number, number]>> = {
   'downtime-limit': [0, 2_000_000],
   'max-bandwidth': [0, Number.MAX_SAFE_INTEGER],
   'avail-switchover-bandwidth': [0, Number.MAX_SAFE_INTEGER],
   'multifd-channels': [1, 255],
+  'throttle-trigger-threshold': [1, 100],
+  'cpu-throttle-initial': [1, 99],
+  'cpu-throttle-increment': [1, 99],
+  'max-cpu-throttle': [1, 99],
+  // QEMU takes any uint64 MB/s; more than 1 TB/s per vCPU limits nothing
+  'vcpu-dirty-limit': [1, 1_000_000],
+  'x-vcpu-dirty-limit-period': [1, 1000],
 };
 
 /** QEMU's migrate_caps_check: one rule per guard. */
@@ -69,6 +104,14 @@ export function checkCapabilities(caps: Capabilities): Capabilities {
       {
         field: 'switchover-ack',
       },
+    );
+  }
+  if (caps['dirty-limit'] && caps['auto-converge']) {
+    // QEMU's text, its typo included ("either of then"): tools match on it
+    throw new CapabilityError(
+      ErrorCode.CAPABILITY,
+      'dirty-limit conflicts with auto-converge either of then available currently',
+      { field: 'dirty-limit' },
     );
   }
   if (caps.multifd && !caps['return-path']) {
@@ -85,7 +128,7 @@ export function checkCapabilities(caps: Capabilities): Capabilities {
 }
 
 export function checkParameters(params: Parameters): Parameters {
-  for (const name of Object.keys(PARAMETER_RANGES) as (keyof Parameters)[]) {
+  for (const name of Object.keys(PARAMETER_RANGES) as NumericParameter[]) {
     const [min, max] = PARAMETER_RANGES[name];
     const value = params[name];
     if (!Number.isInteger(value) || value < min || value > max) {
@@ -96,6 +139,10 @@ export function checkParameters(params: Parameters): Parameters {
       );
     }
   }
+  if (typeof params['cpu-throttle-tailslow'] !== 'boolean')
+    throw new ParameterError(ErrorCode.PARAMETER, "Parameter 'cpu-throttle-tailslow' expects a boolean", {
+      field: 'cpu-throttle-tailslow',
+    });
   return params;
 }
 

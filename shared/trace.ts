@@ -23,6 +23,8 @@ export const TraceEvent = {
   STRANGER: 'mig:stranger',
   /** Source: no new low in `remaining` for the warning time ({lowest, lowestAtMs, afterMs}). */
   NO_PROGRESS: 'mig:no-progress',
+  /** A convergence decision: a throttle step, a downtime step, a timeout's action. */
+  CONVERGENCE: 'mig:convergence',
 } as const;
 export type TraceEvent = (typeof TraceEvent)[keyof typeof TraceEvent];
 

@@ -84,6 +84,9 @@ async function main(): Promise<number> {
       switchoverPolicy: o.switchoverPolicy,
       stallTimeoutMs: o.stallTimeoutMs,
       progressWarningMs: o.progressWarningMs,
+      policies: o.policies,
+      // a decision changes how the migration ends: said even with --quiet, as warnings are
+      onDecision: (d) => process.stderr.write(`${PROG}: ${d.event}: ${d.reason}\n`),
       onProgress: (p) => {
         metrics?.update(p);
         if (bar) bar.update({ ...p, total: guestBytes(o) });

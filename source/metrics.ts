@@ -33,6 +33,10 @@ export class MetricsServer {
     'downtime of the last completed migration, ms',
   );
   readonly #iteration = this.#gauge('switchover_iterations', 'dirty-log syncs so far');
+  readonly #throttle = this.#gauge(
+    'switchover_cpu_throttle_percentage',
+    'auto-converge: the vCPU throttle now, % (0 = none)',
+  );
   readonly #state = new Gauge({
     name: 'switchover_state',
     help: '1 for the current migration state',
@@ -104,6 +108,7 @@ export class MetricsServer {
     this.#mbps.set(p.mbps);
     this.#expected.set(p.expectedDowntime);
     this.#iteration.set(p.iteration);
+    this.#throttle.set(p.cpuThrottlePercentage ?? 0);
     this.#setState(p.status);
   }
 

@@ -23,6 +23,7 @@ import type { Guest } from '../shared/guest/guest.js';
 import { monotonicMs } from '../shared/guest/vcpu-control.js';
 import type { SaveContext, SaveHandlers } from '../shared/handlers.js';
 import { agreementSet, type Capabilities, type Parameters } from '../shared/options.js';
+import { DEFAULT_POLICIES, type PolicyOptions } from '../shared/policy-options.js';
 import { encodeRp, type RpMessage } from '../shared/protocol/return-path-codec.js';
 import type { ResumedBody } from '../shared/protocol/rp-bodies.js';
 import {
@@ -45,6 +46,7 @@ import {
   readReturnPath,
 } from './channel.js';
 import { ClockOffset } from './clock-offset.js';
+import { ConvergenceController, type Decision } from './convergence/controller.js';
 import { ImageDigestSaver } from './image-digest.js';
 import { ProgressWatermark } from './progress-watermark.js';
 import { RamSaver } from './ram/ram-save.js';
@@ -94,6 +96,10 @@ export interface MigrateOptions {
   onWarning?: (message: string) => void;
   /** Warn once when `remaining` makes no new low for this long (ms; default 30000; 0 = never). */
   progressWarningMs?: number;
+  /** Progress and completion timeouts with their actions, downtime stepping (default: none). */
+  policies?: PolicyOptions;
+  /** Each convergence decision as it is taken (a throttle step, a timeout's action, a downtime step). */
+  onDecision?: (d: Decision) => void;
 }
 
 export interface MetricsFacts {
@@ -117,6 +123,11 @@ export class SourceMigration {
   readonly #limiter: RateLimiter;
   /** Aborted (with the first error) when the migration fails or is cancelled. */
   readonly #watermark: ProgressWatermark;
+  readonly #convergence: ConvergenceController;
+  /** A timeout's `pause` action fired: the guest is stopped, the migration finishes in stop-and-copy. */
+  #paused = false;
+  /** A pause action fired on the watch timer: the loop stops the guest at its next turn. */
+  #pauseRequested = false;
   readonly #abort = new AbortController();
   #main: ChannelWriter | null = null;
   #rp: ChannelWriter | null = null;
@@ -163,6 +174,23 @@ export class SourceMigration {
     this.#meter = new ConvergenceMeter(p);
     this.#watermark = new ProgressWatermark(opts.progressWarningMs ?? DEFAULT_PROGRESS_WARNING_MS);
     this.#limiter = new RateLimiter(p['max-bandwidth'], monotonicMs());
+    const { memory } = opts.guest;
+    this.#convergence = new ConvergenceController(
+      opts.guest,
+      opts.capabilities,
+      p,
+      opts.policies ?? DEFAULT_POLICIES,
+      memory.pageCount * memory.pageSize,
+      (d) => {
+        this.tracer.emit(TraceEvent.CONVERGENCE, { event: d.event, action: d.action, value: d.value });
+        opts.onDecision?.(d);
+      },
+    );
+    // QEMU checks its throttle trigger at every dirty-bitmap sync; only while the guest runs
+    this.ram.tracker.onSync = (now, newlyDirty) => {
+      if (this.state.status !== S.ACTIVE || this.#paused) return;
+      this.#convergence.onSync(now - this.#t0, now, newlyDirty * memory.pageSize, this.#transferred());
+    };
     this.state.onChange((from, to) => this.tracer.emit(TraceEvent.STATE, { from, to }));
     opts.signal?.addEventListener('abort', () => this.cancel(), { once: true });
   }
@@ -216,6 +244,8 @@ export class SourceMigration {
       }
       await this.#abortMigration(asMigrationError(err));
     } finally {
+      // QEMU's migration_cleanup: the throttles end with the migration, whatever its outcome
+      this.#convergence.stop();
       this.#closeChannels();
     }
     return this.#report();
@@ -368,8 +398,23 @@ export class SourceMigration {
     const started = monotonicMs();
     this.#limiter.restart(started);
     saveVm.refillSideChannels(this.#windowBudget());
+    // on a timer, not in the loop: a loop blocked on a dying link must still see its timeouts fire
+    const watch = setInterval(() => this.#watchConvergence(started), WINDOW_MS);
+    try {
+      await this.#iterateLoop();
+    } finally {
+      clearInterval(watch);
+    }
+  }
+
+  async #iterateLoop(): Promise<void> {
+    const saveVm = this.#saveVm!;
     for (;;) {
       this.#check();
+      if (this.#pauseRequested && !this.#paused) {
+        this.#paused = true;
+        await this.#guard(this.#stopGuest());
+      }
       let idle = false;
       if (!this.#limiter.exhausted()) {
         if (this.#tryComplete()) return;
@@ -378,13 +423,6 @@ export class SourceMigration {
       }
       this.#keepalive();
       this.#updateCounters();
-      const timeout = this.opts.timeoutMs ?? 0;
-      if (timeout > 0 && monotonicMs() - started > timeout) {
-        throw new MigErr(
-          ErrorCode.NOT_CONVERGING,
-          `not converging after ${timeout} ms: ${saveVm.pendingEstimate()} bytes pending, threshold ${Math.round(this.#meter.threshold)} bytes (bandwidth ${round2((this.#meter.bandwidth * 1000) / 1048576)} MiB/s, dirty ${this.ram.tracker.dirtyPagesRate} pages/s)`,
-        );
-      }
       if (idle) this.#idleInWindow = true;
       const wait = this.#limiter.exhausted()
         ? this.#limiter.remainingMs(monotonicMs())
@@ -401,6 +439,8 @@ export class SourceMigration {
     const threshold = this.#meter.threshold;
     // decide between rounds, never with one on its way (it would land in the downtime)
     if (!saveVm.settled()) return false;
+    // a timeout's pause action: the guest is stopped, whatever remains goes in stop-and-copy now
+    if (this.#paused) return true;
     let pending = saveVm.pendingEstimate();
     if (pending > threshold) return false;
     pending = saveVm.pendingExact();
@@ -423,11 +463,7 @@ export class SourceMigration {
     const main = this.#main!;
     const saveVm = this.#saveVm!;
     const t = this.tracer;
-    this.#downtimeStart = t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-start' }).t;
-    this.#guestStoppedHere = this.opts.guest.running;
-    this.#stopping = this.opts.guest.stop();
-    await this.#stopping;
-    t.emit(TraceEvent.CHECKPOINT, { name: 'src-vm-stopped' });
+    if (!this.#paused) await this.#stopGuest();
     if (!this.state.transition(S.ACTIVE, S.DEVICE)) this.#check();
     this.#limiter.setLimit(0);
     await this.#guard(main.write(encodeSwitchoverStart()));
@@ -444,6 +480,49 @@ export class SourceMigration {
     // the checkpoint's own time is the end: the report's downtime and its breakdown agree exactly
     this.#completedAt = t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-end' }).t;
     this.#downtime = this.#completedAt - this.#downtimeStart;
+  }
+
+  /** The downtime starts here: at the switchover, or earlier when a timeout's pause action fires. */
+  async #stopGuest(): Promise<void> {
+    const t = this.tracer;
+    this.#downtimeStart = t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-start' }).t;
+    this.#guestStoppedHere = this.opts.guest.running;
+    this.#stopping = this.opts.guest.stop();
+    await this.#stopping;
+    t.emit(TraceEvent.CHECKPOINT, { name: 'src-vm-stopped' });
+  }
+
+  /**
+   * Every window while precopy runs: the progress watermark, the policies (a downtime step raises the
+   * limit; a timeout aborts, or asks the loop to pause) and --timeout. A failure goes through fail(),
+   * which ends whatever the loop waits on.
+   */
+  #watchConvergence(started: number): void {
+    if (this.#error || this.#paused || this.state.status !== S.ACTIVE || !this.#saveVm) return;
+    const now = monotonicMs();
+    const remaining = this.#saveVm.pendingEstimate();
+    this.#watchProgress(now, remaining);
+    const w = this.#watermark;
+    for (const e of this.#convergence.onProgress(now - this.#t0, w.lowestAtMs, w.lowest)) {
+      if (e.kind === 'downtime-step') this.#meter.setDowntimeLimit(e.to);
+      else if (e.action === 'pause') this.#pauseRequested = true;
+      else
+        this.fail(
+          new MigErr(
+            e.kind === 'progress-timeout' ? ErrorCode.PROGRESS_TIMEOUT : ErrorCode.COMPLETION_TIMEOUT,
+            `${e.kind} (action abort): ${e.reason}`,
+          ),
+        );
+    }
+    const timeout = this.opts.timeoutMs ?? 0;
+    if (timeout > 0 && now - started > timeout)
+      this.fail(
+        new MigErr(
+          ErrorCode.NOT_CONVERGING,
+          `not converging after ${timeout} ms: ${remaining} bytes pending, threshold ${Math.round(this.#meter.threshold)} bytes (bandwidth ${round2((this.#meter.bandwidth * 1000) / 1048576)} MiB/s, dirty ${this.ram.tracker.dirtyPagesRate} pages/s)`,
+        ),
+      );
+    if (this.#pauseRequested) this.#wake?.();
   }
 
   /** After SHUT the destination's guest checks its own memory and reports on the return path. */
@@ -619,7 +698,6 @@ export class SourceMigration {
       saveVm.measuredBandwidth(),
     );
     const p = this.#progress(now, remaining);
-    this.#watchProgress(now, remaining);
     this.tracer.emit(TraceEvent.ITERATION, {
       remaining,
       transferred: p.transferred,
@@ -641,6 +719,7 @@ export class SourceMigration {
       iteration: this.ram.tracker.syncCount,
       expectedDowntime: this.#meter.expectedDowntime,
       elapsedMs: now - this.#t0,
+      cpuThrottlePercentage: this.#convergence.cpuThrottlePercentage,
     };
   }
 
@@ -673,8 +752,9 @@ export class SourceMigration {
     if (s === S.CANCELLING)
       this.state.transition(S.CANCELLING, err.code === ErrorCode.CANCELLED ? S.CANCELLED : S.FAILED);
     else this.state.transition(s, S.FAILED);
-    // a stop may still be in progress (the failure raced it): let it finish, then resume
+    // a stop may still be in progress (the failure raced it): let it finish, then resume, unthrottled
     await this.#stopping?.catch(() => {});
+    this.#convergence.stop();
     if (this.#guestStoppedHere && !this.opts.guest.running) await this.opts.guest.resume();
     this.#saveVm?.cleanup();
   }
@@ -706,6 +786,7 @@ export class SourceMigration {
       devices: this.opts.devices ?? [],
       destination: this.#resumed ?? {},
       progress: this.#watermark.report(),
+      convergence: this.#convergence.reportFields(),
     });
   }
 }

@@ -38,6 +38,8 @@ export interface ReportFacts {
   destination: ResumedBody;
   /** The progress watermark: lowest remaining, when, and when the no-progress warning came. */
   progress: WatermarkReport | undefined;
+  /** cpu-throttle-percentage, dirty-limit-* (QEMU's names) and `convergence` (ours), when in use. */
+  convergence: Record<string, unknown>;
 }
 
 export function buildReport(f: ReportFacts): MigrationReport {
@@ -88,6 +90,7 @@ export function buildReport(f: ReportFacts): MigrationReport {
   report['peak-rss'] = process.resourceUsage().maxRSS * 1024;
   report.devices = deviceReport(f.devices, dst.devices);
   if (f.progress) report.progress = f.progress;
+  Object.assign(report, f.convergence);
   if (ok)
     report['downtime-expected-vs-actual'] = {
       expected: report['expected-downtime'],

@@ -31,7 +31,7 @@ export interface MigrationReport {
   ram: RamReport;
   iterations: number;
   capabilities: string[];
-  parameters: Record<string, number | string>;
+  parameters: Record<string, number | string | boolean>;
   guest: Record<string, unknown>;
   integrity: Record<string, unknown>;
   [extra: string]: unknown;

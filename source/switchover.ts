@@ -29,8 +29,21 @@ export class ConvergenceMeter {
   #loadCostAt = 0;
   #loadCost: LoadCostBody = { 'final-load-ms': 0, waiting: [], approvals: {} };
 
+  /** downtime-limit now: starts at the parameter, raised by a downtime-stepping schedule. */
+  #downtimeLimit: number;
+
   constructor(private readonly params: Parameters) {
     this.expectedDowntime = params['downtime-limit'];
+    this.#downtimeLimit = params['downtime-limit'];
+  }
+
+  get downtimeLimit(): number {
+    return this.#downtimeLimit;
+  }
+
+  /** A downtime step (QEMU's migrate-set-parameters downtime-limit while migrating): next window on. */
+  setDowntimeLimit(ms: number): void {
+    this.#downtimeLimit = ms;
   }
 
   /**
@@ -51,7 +64,7 @@ export class ConvergenceMeter {
     this.mbps = round2((window.bytes * 8) / (window.ms / 1000) / 1e6);
     const avail = this.params['avail-switchover-bandwidth'];
     const expectedBw = avail > 0 ? avail / 1000 : this.bandwidth;
-    this.threshold = expectedBw * this.params['downtime-limit'];
+    this.threshold = expectedBw * this.#downtimeLimit;
     if (expectedBw > 0 && (endToEnd !== null || window.bytes > 10_000) && dirtyPagesRate !== 0) {
       this.expectedDowntime = this.#dirtyBytesLastSync / expectedBw + this.#loadCostLeft(monotonicMs());
     }
@@ -88,7 +101,7 @@ export class ConvergenceMeter {
     const bw = this.bandwidth > 0 ? this.bandwidth : 1;
     this.#extra = {
       base: pendingBytes,
-      until: now + Math.min(pendingBytes / bw, this.params['downtime-limit']),
+      until: now + Math.min(pendingBytes / bw, this.#downtimeLimit),
     };
     this.#extraRounds++;
     return false;

@@ -31,6 +31,23 @@ export function timelineData(records: TraceRecord[], pageSize: number, title: st
         ? { start: rel(fitted), end: rel(ack) }
         : undefined,
     noProgressAt: noProgress === undefined ? undefined : rel(noProgress),
+    decisions: records
+      .filter((r) => r.event === TraceEvent.CONVERGENCE)
+      .map((r) => ({ t: rel(r.t), label: decisionLabel(r) })),
     downtime: start !== undefined && end !== undefined ? { start: rel(start), end: rel(end) } : undefined,
   };
+}
+
+/** A decision in a few characters: "throttle 30 %", "dirty limit 1 MB/s", "downtime 600 ms", "pause". */
+function decisionLabel(r: TraceRecord): string {
+  switch (r.action) {
+    case 'cpu-throttle':
+      return `throttle ${r.value} %`;
+    case 'dirty-limit':
+      return `dirty limit ${r.value} MB/s`;
+    case 'downtime-limit':
+      return `downtime ${r.value} ms`;
+    default:
+      return `${String(r.event)}: ${String(r.action)}`;
+  }
 }

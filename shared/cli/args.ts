@@ -17,6 +17,13 @@ import {
   type Parameters,
   parseCapabilityList,
 } from '../options.js';
+import {
+  type DowntimeSteps,
+  NOVA_DOWNTIME_STEPS,
+  NOVA_STEP_DELAY_PER_GIB_MS,
+  type PolicyOptions,
+  TIMEOUT_ACTIONS,
+} from '../policy-options.js';
 import { parseDuration, parseRate, parseSize } from '../units.js';
 import { type Command, OPTIONS, type OptionDef, type OptionName, takenBy } from './option-table.js';
 
@@ -31,6 +38,8 @@ export interface CommonOptions {
   seed: number;
   capabilities: Capabilities;
   parameters: Parameters;
+  /** Progress/completion timeouts with actions, downtime stepping (source and pair). */
+  policies: PolicyOptions;
   devices: DeviceSpec[];
   timeoutMs: number;
   /** 'floor' (default): keep iterating while rounds still shrink the remainder; 'qemu': switch as soon as it fits. */
@@ -152,6 +161,79 @@ function helloTimeout(text: string | undefined): number {
   return ms;
 }
 
+/** QEMU's auto-converge and dirty-limit parameters (ranges checked by checkParameters). */
+function throttleParameters(
+  v: Record<string, string | undefined>,
+  tailslow: boolean,
+): Pick<
+  Parameters,
+  | 'throttle-trigger-threshold'
+  | 'cpu-throttle-initial'
+  | 'cpu-throttle-increment'
+  | 'cpu-throttle-tailslow'
+  | 'max-cpu-throttle'
+  | 'vcpu-dirty-limit'
+  | 'x-vcpu-dirty-limit-period'
+> {
+  const n = (name: Exclude<keyof Parameters, 'cpu-throttle-tailslow'>) =>
+    num(v[name], `--${name}`, DEFAULT_PARAMETERS[name]);
+  return {
+    'throttle-trigger-threshold': n('throttle-trigger-threshold'),
+    'cpu-throttle-initial': n('cpu-throttle-initial'),
+    'cpu-throttle-increment': n('cpu-throttle-increment'),
+    'cpu-throttle-tailslow': tailslow,
+    'max-cpu-throttle': n('max-cpu-throttle'),
+    'vcpu-dirty-limit': n('vcpu-dirty-limit'),
+    'x-vcpu-dirty-limit-period': n('x-vcpu-dirty-limit-period'),
+  };
+}
+
+/** The convergence policies; a step schedule only with --downtime-max, which must exceed the limit. */
+function parsePolicies(
+  v: Record<string, string | undefined>,
+  ramBytes: number,
+  downtimeLimit: number,
+): PolicyOptions {
+  const ms = (name: string) => (v[name] === undefined ? 0 : parseDuration(v[name]!, `--${name}`));
+  const action = (name: string) => oneOf(v[name] ?? 'abort', TIMEOUT_ACTIONS, `--${name}`);
+  let downtimeSteps: DowntimeSteps | null = null;
+  const max = ms('downtime-max');
+  if (max > 0) {
+    if (max <= downtimeLimit)
+      throw new ParameterError(
+        ErrorCode.USAGE,
+        `--downtime-max: ${max} ms is not above --downtime-limit (${downtimeLimit} ms): nothing to step`,
+        { field: '--downtime-max' },
+      );
+    const steps = num(v['downtime-steps'], '--downtime-steps', NOVA_DOWNTIME_STEPS);
+    if (!Number.isInteger(steps) || steps < 1 || steps > 1000)
+      throw new ParameterError(ErrorCode.USAGE, `--downtime-steps: '${steps}' is not an integer in 1..1000`, {
+        field: '--downtime-steps',
+      });
+    const gib = Math.max(1, ramBytes / 2 ** 30);
+    const delayMs =
+      v['downtime-step-delay'] === undefined
+        ? Math.round(NOVA_STEP_DELAY_PER_GIB_MS * gib)
+        : parseDuration(v['downtime-step-delay'], '--downtime-step-delay');
+    downtimeSteps = { maxMs: Math.min(max, 2_000_000), steps, delayMs };
+  } else if (v['downtime-steps'] !== undefined || v['downtime-step-delay'] !== undefined) {
+    throw new ParameterError(
+      ErrorCode.USAGE,
+      '--downtime-steps and --downtime-step-delay need --downtime-max',
+      {
+        field: '--downtime-max',
+      },
+    );
+  }
+  return {
+    progressTimeoutMs: ms('progress-timeout'),
+    progressTimeoutAction: action('progress-timeout-action'),
+    completionTimeoutPerGibMs: ms('completion-timeout-per-gib'),
+    completionTimeoutAction: action('completion-timeout-action'),
+    downtimeSteps,
+  };
+}
+
 /** Loopback: 127.0.0.0/8, ::1, ::ffff:127.x, and the name localhost. */
 export function isLoopback(host: string): boolean {
   const h = host.toLowerCase();
@@ -225,6 +307,7 @@ export function parseCommon(argv: string[], command: Command): CommonOptions {
       '--multifd-channels',
       DEFAULT_PARAMETERS['multifd-channels'],
     ),
+    ...throttleParameters(v, values['cpu-throttle-tailslow'] === true),
   });
   return {
     connect: v.connect ? parseHostPort(v.connect, '--connect') : undefined,
@@ -241,6 +324,7 @@ export function parseCommon(argv: string[], command: Command): CommonOptions {
     seed: num(v.seed, '--seed', 1) >>> 0,
     capabilities: parseCapabilityList(v.capabilities ?? COMMAND_DEFAULT_CAPABILITIES),
     parameters,
+    policies: parsePolicies(v, ramBytes, parameters['downtime-limit']),
     devices: parseDeviceSpecs(v.device ?? []),
     timeoutMs: v.timeout ? parseDuration(v.timeout, '--timeout') : 0,
     switchoverPolicy: oneOf(

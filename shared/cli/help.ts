@@ -21,7 +21,14 @@ and prints one report. Exit 0 completed and verified, 1 failed or cancelled, 2 b
 Ctrl-C cancels the migration (the source guest keeps running); a second Ctrl-C ends both processes.`,
 };
 
-const GROUPS: readonly Group[] = ['Connection', 'Guest', 'Migration (QEMU names)', 'Security', 'Output'];
+const GROUPS: readonly Group[] = [
+  'Connection',
+  'Guest',
+  'Migration (QEMU names)',
+  'Convergence policies',
+  'Security',
+  'Output',
+];
 const COLUMN = 29;
 const WIDTH = 100;
 

@@ -6,7 +6,13 @@
 
 export type Command = 'source' | 'destination' | 'pair';
 
-export type Group = 'Connection' | 'Guest' | 'Migration (QEMU names)' | 'Security' | 'Output';
+export type Group =
+  | 'Connection'
+  | 'Guest'
+  | 'Migration (QEMU names)'
+  | 'Convergence policies'
+  | 'Security'
+  | 'Output';
 
 export interface OptionDef {
   type: 'string' | 'boolean';
@@ -121,7 +127,7 @@ export const OPTIONS = {
     commands: ALL,
     group: 'Migration (QEMU names)',
     arg: 'LIST',
-    help: "comma list: return-path, switchover-ack, multifd (default return-path,multifd; 'none' = QEMU's plain default); both sides must agree",
+    help: "comma list: return-path, switchover-ack, multifd (default return-path,multifd; 'none' = QEMU's plain default; these three must agree on both sides), auto-converge or dirty-limit (source)",
   },
   'downtime-limit': {
     type: 'string',
@@ -161,6 +167,103 @@ export const OPTIONS = {
     group: 'Migration (QEMU names)',
     arg: 'P',
     help: 'floor (default): iterate while a round still shrinks the remainder a lot; qemu: switch as soon as it fits the limit',
+  },
+  'throttle-trigger-threshold': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Migration (QEMU names)',
+    arg: 'PCT',
+    help: 'auto-converge/dirty-limit fire when a period dirties more than PCT % of what it sent, twice (default 50)',
+  },
+  'cpu-throttle-initial': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Migration (QEMU names)',
+    arg: 'PCT',
+    help: 'auto-converge: first vCPU throttle (default 20)',
+  },
+  'cpu-throttle-increment': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Migration (QEMU names)',
+    arg: 'PCT',
+    help: 'auto-converge: added at each later firing (default 10)',
+  },
+  'cpu-throttle-tailslow': {
+    type: 'boolean',
+    commands: SRC_PAIR,
+    group: 'Migration (QEMU names)',
+    help: 'auto-converge: smaller steps once near the throttle that would do (default off)',
+  },
+  'max-cpu-throttle': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Migration (QEMU names)',
+    arg: 'PCT',
+    help: 'auto-converge: highest vCPU throttle (default 99)',
+  },
+  'vcpu-dirty-limit': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Migration (QEMU names)',
+    arg: 'MB/S',
+    help: "dirty-limit: each vCPU's page-write quota once it fires, MB/s (default 1)",
+  },
+  'x-vcpu-dirty-limit-period': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Migration (QEMU names)',
+    arg: 'MS',
+    help: 'dirty-limit: the period the quota is kept over, 1..1000 (default 1000)',
+  },
+  'progress-timeout': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Convergence policies',
+    arg: 'MS',
+    help: "act when 'remaining' makes no new low for MS (KubeVirt progressTimeout; default 0 = never)",
+  },
+  'progress-timeout-action': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Convergence policies',
+    arg: 'A',
+    help: 'abort (default: fail, the guest runs on here) | pause (stop the guest, finish in stop-and-copy)',
+  },
+  'completion-timeout-per-gib': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Convergence policies',
+    arg: 'MS',
+    help: 'act when not completed after MS per GiB of guest RAM (KubeVirt completionTimeoutPerGiB; default 0 = never)',
+  },
+  'completion-timeout-action': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Convergence policies',
+    arg: 'A',
+    help: 'abort (default) | pause, as --progress-timeout-action',
+  },
+  'downtime-max': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Convergence policies',
+    arg: 'MS',
+    help: 'raise downtime-limit step by step up to MS (Nova downtime stepping; default 0 = no steps)',
+  },
+  'downtime-steps': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Convergence policies',
+    arg: 'N',
+    help: 'with --downtime-max: how many raises (default 10)',
+  },
+  'downtime-step-delay': {
+    type: 'string',
+    commands: SRC_PAIR,
+    group: 'Convergence policies',
+    arg: 'MS',
+    help: 'with --downtime-max: time between raises (default 75 s per GiB of guest RAM, as Nova)',
   },
   timeout: {
     type: 'string',

@@ -12,6 +12,8 @@ export interface ProgressLine {
   iteration: number;
   expectedDowntime: number;
   elapsedMs: number;
+  /** QEMU's cpu-throttle-percentage (auto-converge); 0 when not throttling. */
+  cpuThrottlePercentage?: number;
 }
 
 export function formatProgressLine(p: ProgressLine): string {
@@ -25,6 +27,7 @@ export function formatProgressLine(p: ProgressLine): string {
     `dirty-pages-rate=${p.dirtyPagesRate}`,
     `iteration=${p.iteration}`,
     `expected-downtime=${Math.round(p.expectedDowntime)}`,
+    ...(p.cpuThrottlePercentage ? [`cpu-throttle-percentage=${p.cpuThrottlePercentage}`] : []),
   ].join(' ');
 }
 

@@ -156,6 +156,30 @@ const SECTIONS: Section[] = [
     owns: ['parameters', 'switchover-ack'],
   },
   {
+    title: 'Convergence',
+    rows: [
+      [
+        'vCPU throttle',
+        'cpu-throttle-percentage',
+        (v, r) =>
+          `${plain(v)} % at the end, highest ${plain(reportField(r, 'convergence.cpu-throttle-max'))} %, slept ${ms(reportField(r, 'convergence.cpu-throttled-ms'))}`,
+      ],
+      [
+        'dirty limit',
+        'dirty-limit-throttle-time-per-round',
+        (v, r) =>
+          `writer held ${ms(reportField(r, 'convergence.dirty-limit-slept-ms'))}; last 4096-write round: slept ${plain(v)} µs, ran ${plain(reportField(r, 'dirty-limit-ring-full-time'))} µs`,
+      ],
+      ['decisions', 'convergence.decisions', decisionLines],
+      [
+        'trigger periods',
+        'convergence.periods',
+        (v) => `${Array.isArray(v) ? v.length : 0} (listed in --json)`,
+      ],
+    ],
+    owns: ['convergence', 'dirty-limit-ring-full-time'],
+  },
+  {
     title: 'Outside probe',
     rows: [
       ['handover seen', 'probe.handover', (v) => (v ? 'yes' : 'no')],
@@ -237,6 +261,17 @@ export function summaryLine(r: Json): string {
       parts.push(running ? 'source guest still running' : 'SOURCE GUEST NOT RUNNING');
   }
   return parts.join(' · ');
+}
+
+/** One line per convergence decision: when, what, why. */
+function decisionLines(v: unknown): string | null {
+  if (!Array.isArray(v) || v.length === 0) return null;
+  return v
+    .map(
+      (d: Json, i) =>
+        `${i === 0 ? '' : `${' '.repeat(30)}`}${ms(d['at-ms'])}: ${plain(d.event)}: ${plain(d.reason)}`,
+    )
+    .join('\n');
 }
 
 export function reportTable(report: Json): string {

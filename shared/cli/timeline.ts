@@ -7,7 +7,9 @@
  * rule labelled "ACK" marks the switchover ACK (an orange band before it: the time the source waited
  * for it with the remainder already small enough), a red band labelled "downtime" shades the window
  * the guest was stopped (drawn at least MIN_BAND_PX wide, so a 10 ms downtime in a 60 s chart is
- * still seen; the label gives the true value), and a purple rule marks a no-progress warning.
+ * still seen; the label gives the true value), a purple rule marks a no-progress warning, and teal
+ * rules mark convergence decisions (a vCPU throttle step, a dirty limit, a downtime step, a timeout's
+ * action), labelled in the dirty-rate panel, where their effect shows.
  * MB = 10^6 bytes, MiB = 2^20 bytes.
  */
 import { execFile } from 'node:child_process';
@@ -40,6 +42,8 @@ export interface TimelineData {
   noProgressAt?: number;
   /** Window the guest was stopped. */
   downtime?: { start: number; end: number };
+  /** Convergence decisions: t and a short label ("throttle 30 %", "pause"). */
+  decisions?: { t: number; label: string }[];
   title?: string;
 }
 
@@ -64,6 +68,7 @@ const COLORS = {
   dirty: '#9467bd',
   ack: '#e6550d',
   down: '#d62728',
+  decision: '#17becf',
 };
 
 function finite(x: number, what: string): number {
@@ -86,6 +91,9 @@ function validate(data: TimelineData): void {
     finite(t, `iterations[${i}]`);
   });
   if (data.ackAt !== undefined) finite(data.ackAt, 'ackAt');
+  data.decisions?.forEach((d, i) => {
+    finite(d.t, `decisions[${i}].t`);
+  });
   if (data.noProgressAt !== undefined) finite(data.noProgressAt, 'noProgressAt');
   if (data.ackWait) {
     finite(data.ackWait.start, 'ackWait.start');
@@ -173,6 +181,20 @@ export function timelineSpec(data: TimelineData): TopLevelSpec {
             dy: 3,
           },
           encoding: { x, y: { value: 0 }, text: { field: 'label' } },
+        });
+    }
+    if (data.decisions && data.decisions.length > 0) {
+      layer.push({
+        data: { values: data.decisions },
+        mark: { type: 'rule', color: COLORS.decision, strokeWidth: 1.5 },
+        encoding: { x },
+      });
+      if (bottom)
+        layer.push({
+          // alternate heights so that decisions close together stay readable
+          data: { values: data.decisions.map((d, i) => ({ ...d, dy: 3 + (i % 3) * 11 })) },
+          mark: { type: 'text', color: COLORS.decision, fontSize: 9, align: 'left', baseline: 'top', dx: 2 },
+          encoding: { x, y: { field: 'dy', type: 'quantitative', scale: null }, text: { field: 'label' } },
         });
     }
     if (dt) {
@@ -289,6 +311,7 @@ export function timelineSpec(data: TimelineData): TopLevelSpec {
         : '',
       dt ? 'red band: downtime (guest stopped)' : '',
       data.noProgressAt !== undefined ? 'purple dashed: no-progress warning' : '',
+      data.decisions && data.decisions.length > 0 ? 'teal: convergence decision' : '',
     ]
       .filter(Boolean)
       .join('  ·  '),

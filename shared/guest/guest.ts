@@ -8,7 +8,17 @@ import { spawnTsWorker } from '../worker/spawn.js';
 import { type FillKind, fillRandom } from './fill.js';
 import { GUEST_MAGIC, HB, PAGE_SIZE } from './layout.js';
 import { GuestMemory } from './memory.js';
-import { CTL, monotonicMs, VcpuCmd, VcpuState, writeWorkload } from './vcpu-control.js';
+import {
+  CTL,
+  monotonicMs,
+  readThrottleStats,
+  type ThrottleStats,
+  VcpuCmd,
+  VcpuState,
+  writeCpuThrottle,
+  writeDirtyLimit,
+  writeWorkload,
+} from './vcpu-control.js';
 import type { DirtyPattern, SelfCheckResult } from './workload.js';
 
 export interface WorkloadOptions {
@@ -85,6 +95,33 @@ export class Guest {
       pattern: workload.pattern,
       rangePages: Math.floor(workload.dirtyRange / this.memory.pageSize),
     });
+  }
+
+  /**
+   * QEMU's cpu-throttle (auto-converge): the vCPU runs 10 ms slices and sleeps pct/(100-pct) slices
+   * after each, so it runs (100-pct) % of the time. 0 turns it off, at once (a sleeping vCPU is woken).
+   */
+  setCpuThrottle(percent: number): void {
+    if (!Number.isInteger(percent) || percent < 0 || percent > 99)
+      throw new RangeError(`CPU throttle must be an integer percentage 0..99, got ${percent}`);
+    writeCpuThrottle(this.memory.shared.control, percent);
+  }
+
+  /**
+   * QEMU's dirty-limit: the vCPU's page writes may dirty at most `bytesPerSecond` (0 = off), with
+   * bursts of up to one `periodMs` (1..1000) worth; a vCPU that does not write is not slowed.
+   */
+  setDirtyLimit(bytesPerSecond: number, periodMs: number): void {
+    if (!Number.isFinite(bytesPerSecond) || bytesPerSecond < 0)
+      throw new RangeError(`dirty limit must be a finite number of bytes/s ≥ 0, got ${bytesPerSecond}`);
+    if (!Number.isInteger(periodMs) || periodMs < 1 || periodMs > 1000)
+      throw new RangeError(`dirty-limit period must be an integer 1..1000 ms, got ${periodMs}`);
+    writeDirtyLimit(this.memory.shared.control, bytesPerSecond, periodMs);
+  }
+
+  /** What the throttles did, as the vCPU last published it (pagesWritten gives the write rate). */
+  throttleStats(): ThrottleStats {
+    return readThrottleStats(this.memory.shared.control);
   }
 
   async #spawn(workload: WorkloadOptions, resumed: boolean, startStopped: boolean): Promise<void> {

@@ -26,6 +26,8 @@ export class DirtyTracker {
   #rated = false;
 
   readonly #counts = new Int32Array(2);
+  /** Told of every sync: QEMU checks its throttle trigger there (migration_bitmap_sync). */
+  onSync: ((now: number, newlyDirtyPages: number) => void) | null = null;
 
   /**
    * `native`: the addon's syncDirty/takeAll instead of the JavaScript loops (same results). The last
@@ -75,6 +77,7 @@ export class DirtyTracker {
       this.#periodPages = 0;
       this.#periodStart = now;
     }
+    this.onSync?.(now, added);
     return added;
   }
 

@@ -5,6 +5,9 @@
  * chosen byte offset of the source → destination stream; every other connection, and every
  * destination → source byte, passes untouched.
  *
+ * It can also cut the first connection's source → destination direction down to a trickle once a
+ * number of bytes has passed (`trickleAfter`, `trickleBytesPerSec`): a link that all but dies.
+ *
  * Offsets count from the first byte the source sends on that connection (the 56-byte hello is at 0,
  * the stream header at 56). Backpressure is kept: pipe() pauses the reader when the writer is full.
  */
@@ -17,6 +20,10 @@ export interface RelayOptions {
   flipAt?: number;
   /** Bit (0..7) to flip at that offset (default 0). */
   bit?: number;
+  /** After this many bytes of the first connection's source → destination stream, forward only... */
+  trickleAfter?: number;
+  /** ...this many bytes per second (each chunk is held until the rate allows it). */
+  trickleBytesPerSec?: number;
 }
 
 export interface ConnectionInfo {
@@ -55,8 +62,21 @@ export async function startCorruptingRelay(opts: RelayOptions): Promise<Relay> {
     const upstream = net.connect({ host: opts.target.host, port: opts.target.port, noDelay: true });
     track(upstream);
     const corrupt = info.index === 0 && opts.flipAt !== undefined;
+    const trickle =
+      info.index === 0 && opts.trickleAfter !== undefined && opts.trickleBytesPerSec
+        ? { after: opts.trickleAfter, rate: opts.trickleBytesPerSec, freeAt: 0 }
+        : null;
     const up = new Transform({
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
+        if (trickle && info.upBytes >= trickle.after) {
+          // the transform's callback comes late: pipe() stops reading meanwhile (backpressure)
+          const now = Date.now();
+          const at = Math.max(now, trickle.freeAt);
+          trickle.freeAt = at + (chunk.length * 1000) / trickle.rate;
+          info.upBytes += chunk.length;
+          setTimeout(() => cb(null, chunk), at - now).unref();
+          return;
+        }
         const start = info.upBytes;
         info.upBytes += chunk.length;
         if (info.kind === null && start <= 6 && start + chunk.length > 6) info.kind = chunk[6 - start]!;
