@@ -126,6 +126,8 @@ export class SourceMigration {
   readonly #convergence: ConvergenceController;
   /** A timeout's `pause` action fired: the guest is stopped, the migration finishes in stop-and-copy. */
   #paused = false;
+  /** The watermark has moved from the first pass's remainder to the dirty set at each sync. */
+  #progressRebased = false;
   /** A pause action fired on the watch timer: the loop stops the guest at its next turn. */
   #pauseRequested = false;
   readonly #abort = new AbortController();
@@ -182,7 +184,7 @@ export class SourceMigration {
       opts.policies ?? DEFAULT_POLICIES,
       memory.pageCount * memory.pageSize,
       (d) => {
-        this.tracer.emit(TraceEvent.CONVERGENCE, { event: d.event, action: d.action, value: d.value });
+        this.tracer.emit(TraceEvent.CONVERGENCE, { kind: d.event, action: d.action, value: d.value });
         opts.onDecision?.(d);
       },
     );
@@ -360,6 +362,25 @@ export class SourceMigration {
     (this.opts.onWarning ?? ((l) => process.stderr.write(`switchover-source: warning: ${l}\n`)))(message);
   }
 
+  /**
+   * `remaining` for the progress watermark. The estimate saw-tooths within every round down to 0 at
+   * its end, even while the guest keeps dirtying (nothing is pending until the log is harvested), so
+   * its lows were noise: one sample at a round's end made every later one "no progress", and a
+   * migration still converging tripped the progress timeout. So: during the first pass the estimate
+   * (it falls steadily, nothing has been sent twice yet); from the first sync on, what each sync found
+   * — the dirty set each round starts with, which shrinks while a migration converges and stays put
+   * while it does not — starting the watermark over at the first sync.
+   */
+  #progressRemaining(atMs: number): number {
+    if (this.ram.tracker.syncCount <= 1) return this.#saveVm!.pendingEstimate();
+    const atSync = this.#meter.dirtyBytesLastSync;
+    if (!this.#progressRebased) {
+      this.#progressRebased = true;
+      this.#watermark.rebase(atMs, atSync);
+    }
+    return atSync;
+  }
+
   /** The progress watermark's one warning: the migration is not getting closer to done. */
   #watchProgress(now: number, remaining: number): void {
     const w = this.#watermark;
@@ -367,7 +388,7 @@ export class SourceMigration {
     const afterMs = this.opts.progressWarningMs ?? DEFAULT_PROGRESS_WARNING_MS;
     this.tracer.emit(TraceEvent.NO_PROGRESS, { lowest: w.lowest, lowestAtMs: w.lowestAtMs, afterMs });
     this.#warn(
-      `no progress for ${round2(afterMs / 1000)} s: remaining has not gone below ${round2(w.lowest / 1048576)} MiB (reached ${round2(w.lowestAtMs / 1000)} s in); the guest dirties memory about as fast as it is sent: raise --max-bandwidth or --downtime-limit, or stop with --timeout`,
+      `no progress for ${round2(afterMs / 1000)} s: remaining has not gone below ${round2(w.lowest / 1048576)} MiB (reached ${round2(w.lowestAtMs / 1000)} s in); the guest dirties memory about as fast as it is sent: raise --max-bandwidth or --downtime-limit, turn on auto-converge or dirty-limit, or choose an end with --progress-timeout`,
     );
   }
 
@@ -500,7 +521,7 @@ export class SourceMigration {
   #watchConvergence(started: number): void {
     if (this.#error || this.#paused || this.state.status !== S.ACTIVE || !this.#saveVm) return;
     const now = monotonicMs();
-    const remaining = this.#saveVm.pendingEstimate();
+    const remaining = this.#progressRemaining(now - this.#t0);
     this.#watchProgress(now, remaining);
     const w = this.#watermark;
     for (const e of this.#convergence.onProgress(now - this.#t0, w.lowestAtMs, w.lowest)) {

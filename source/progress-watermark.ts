@@ -37,6 +37,15 @@ export class ProgressWatermark {
     return true;
   }
 
+  /**
+   * Starts the series over from `remaining` at `atMs`, counted as progress: the measure changed (the
+   * first pass's remainder gives way to the dirty set each round starts with).
+   */
+  rebase(atMs: number, remaining: number): void {
+    this.#lowest = remaining;
+    this.#lowestAt = atMs;
+  }
+
   get lowest(): number {
     return this.#lowest;
   }

@@ -80,6 +80,11 @@ export class ConvergenceMeter {
     return this.history.length === 0 ? 0 : this.history[this.history.length - 1]!.t;
   }
 
+  /** Bytes pending at the last exact sync (what the next round had to send). */
+  get dirtyBytesLastSync(): number {
+    return this.#dirtyBytesLastSync;
+  }
+
   noteSync(pendingBytes: number): void {
     this.#dirtyBytesLastSync = pendingBytes;
   }

@@ -48,6 +48,6 @@ function decisionLabel(r: TraceRecord): string {
     case 'downtime-limit':
       return `downtime ${r.value} ms`;
     default:
-      return `${String(r.event)}: ${String(r.action)}`;
+      return `${String(r.kind)}: ${String(r.action)}`;
   }
 }
