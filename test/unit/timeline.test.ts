@@ -108,3 +108,25 @@ t.test('the ACK wait is a band with its length; a short downtime is still drawn 
   t.match(svg, />ACK \(waited 11000 ms\)</, 'the ACK says how long it was waited for');
   t.match(svg, />no progress</, 'the no-progress warning is marked');
 });
+
+t.test('convergence decisions are marked and labelled', async (t) => {
+  const dir = t.testdir();
+  const data = {
+    samples: [
+      { t: 0, remaining: 16 * 2 ** 20, transferredRate: 8e6, dirtyRate: 60e6 },
+      { t: 9000, remaining: 1 * 2 ** 20, transferredRate: 8e6, dirtyRate: 2e6 },
+    ],
+    iterations: [2000, 4000],
+    decisions: [
+      { t: 4000, label: 'throttle 20 %' },
+      { t: 8000, label: 'dirty limit 1 MB/s' },
+    ],
+  };
+  const svg = await readFile((await renderTimeline(data, join(dir, 'd.svg'))).svg, 'utf8');
+  t.match(svg, />throttle 20 %</);
+  t.match(svg, />dirty limit 1 MB\/s</);
+  t.match(svg, /teal: convergence decision/, 'the legend says what the rules are');
+  t.throws(() => timelineSpec({ ...data, decisions: [{ t: Number.NaN, label: 'x' }] }), {
+    message: /decisions\[0\]\.t is not a finite number/,
+  });
+});
