@@ -34,6 +34,7 @@ export class ConvergenceController {
   readonly #policies: ConvergencePolicies;
   #throttleMax = 0;
   readonly #periods: Record<string, number>[] = [];
+  #finalStats: ReturnType<Guest['throttleStats']> | null = null;
   /** Set when the migration ends: later syncs (the final one, in the downtime) change nothing. */
   #stopped = false;
 
@@ -81,8 +82,11 @@ export class ConvergenceController {
 
   /** The migration is over (completed, failed or cancelled) or the guest stops: throttles off (QEMU cpu_throttle_stop, dirty limit cancelled). */
   stop(): void {
+    if (this.#stopped) return;
     this.#stopped = true;
     if (!this.#trigger) return;
+    // the vCPU resets its per-round figures when the limit changes: keep what the migration ended with
+    this.#finalStats = this.guest.throttleStats();
     if (this.#trigger.throttle > 0) this.guest.setCpuThrottle(0);
     if (this.#trigger.dirtyLimitOn) this.guest.setDirtyLimit(0, this.params['x-vcpu-dirty-limit-period']);
   }
@@ -100,7 +104,7 @@ export class ConvergenceController {
   reportFields(): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     const t = this.#trigger;
-    const stats = this.guest.throttleStats();
+    const stats = this.#finalStats ?? this.guest.throttleStats();
     if (this.#mode === 'auto-converge') out['cpu-throttle-percentage'] = t?.throttle ?? 0;
     if (this.#mode === 'dirty-limit') {
       out['dirty-limit-throttle-time-per-round'] = stats.dirtyLimitThrottleUsPerRound;
