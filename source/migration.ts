@@ -126,6 +126,8 @@ export class SourceMigration {
   readonly #convergence: ConvergenceController;
   /** A timeout's `pause` action fired: the guest is stopped, the migration finishes in stop-and-copy. */
   #paused = false;
+  /** The guest's heartbeat ticks when the migration started: its progress during it is the difference. */
+  #ticksAtStart = 0;
   /** The watermark has moved from the first pass's remainder to the dirty set at each sync. */
   #progressRebased = false;
   /** A pause action fired on the watch timer: the loop stops the guest at its next turn. */
@@ -219,6 +221,7 @@ export class SourceMigration {
 
   async run(): Promise<MigrationReport> {
     this.#t0 = monotonicMs();
+    this.#ticksAtStart = this.opts.guest.heartbeat().tick;
     this.state.transition(S.NONE, S.SETUP);
     // cancelled before it started (a Ctrl-C while the guest booted): the abort listener never fires
     if (this.opts.signal?.aborted) this.cancel();
@@ -801,6 +804,7 @@ export class SourceMigration {
       meter: this.#meter,
       acked: this.#acked,
       guestTicks: this.opts.guest.heartbeat().tick,
+      guestTicksAtStart: this.#ticksAtStart,
       digestSource: this.#digest.digest,
       clock: this.#clock.estimate(),
       records: this.tracer.records,

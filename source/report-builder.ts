@@ -30,6 +30,7 @@ export interface ReportFacts {
   meter: ConvergenceMeter;
   acked: boolean;
   guestTicks: number;
+  guestTicksAtStart: number;
   digestSource: string;
   clock: ClockEstimate | null;
   records: readonly TraceRecord[];
@@ -72,6 +73,7 @@ export function buildReport(f: ReportFacts): MigrationReport {
     parameters: { ...f.parameters },
     guest: {
       ticks: f.guestTicks,
+      'ticks-at-start': f.guestTicksAtStart,
       ...kebabCaseKeys(dst.guest),
       ...observed(dst.gap, f.clock),
     },

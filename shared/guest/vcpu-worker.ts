@@ -12,7 +12,7 @@ import { CTL, CTL_F64, monotonicMs, readWorkload, VcpuCmd, VcpuState } from './v
 import {
   affordablePages,
   bucketCapacity,
-  DirtyRingRound,
+  DirtyRingEstimate,
   refillTokens,
   sleepAfterSliceMs,
   sleepForPagesMs,
@@ -129,7 +129,7 @@ let limitBytesPerSecond = 0;
 let bucketBytes = 0;
 let tokens = 0;
 let tokensAtMs = 0;
-const round = new DirtyRingRound(0);
+const round = new DirtyRingEstimate(0, 1000);
 
 function asleep(ms: number, byLimit: boolean): void {
   lostMs += ms;
@@ -174,7 +174,8 @@ function followDirtyLimit(now: number): void {
   bucketBytes = bucketCapacity(limitBytesPerSecond, Atomics.load(ctl, CTL.DIRTY_LIMIT_PERIOD_MS), pageSize);
   tokens = bucketBytes;
   tokensAtMs = now;
-  round.reset(now);
+  // QEMU's dirtylimit measures each vCPU's dirty rate once per period: the figures follow it
+  round.reset(now, Atomics.load(ctl, CTL.DIRTY_LIMIT_PERIOD_MS) || 1000);
   ctlF64[CTL_F64.DIRTY_LIMIT_THROTTLE_US_PER_ROUND] = 0;
   ctlF64[CTL_F64.DIRTY_LIMIT_RING_FULL_US] = 0;
 }

@@ -124,6 +124,8 @@ export class ConvergenceController {
   #apply(atMs: number, step: ThrottleStep): void {
     const why = `dirtied ${mib(step.bytesDirty)} in the period, above ${this.params['throttle-trigger-threshold']} % of the ${mib(step.bytesSent)} sent, for the second time since the last step`;
     if (step.kind === 'cpu-throttle') {
+      // at the cap QEMU sets the same value again: nothing changes, nothing to report
+      if (step.to === step.from) return;
       this.guest.setCpuThrottle(step.to);
       this.#throttleMax = Math.max(this.#throttleMax, step.to);
       this.#log({

@@ -139,8 +139,15 @@ export class PageChannels implements PageTransport {
     return this.#inFlight?.done ?? true;
   }
 
+  /**
+   * Pages of the open round no worker has taken yet (QEMU counts a page queued to multifd as sent).
+   * The whole round until its ROUND_DONE, as before, made `remaining` stand still at all of RAM
+   * through a long first pass: a progress timeout shorter than that pass fired on a healthy migration.
+   */
   unsentPages(): number {
-    return this.#inFlight && !this.#inFlight.done ? this.#inFlight.pages : 0;
+    const r = this.#inFlight;
+    if (!r || r.done) return 0;
+    return Math.max(0, r.pages - Atomics.load(this.#control, SRC.CURSOR));
   }
 
   async closeRound(): Promise<void> {

@@ -116,21 +116,15 @@ t.test('dirty limit holds a max-rate writer to its rate and reports per-round fi
   );
   t.ok(within(pagesPerSecond, 0.5 * 1024, 1.6 * 1024), `${pagesPerSecond.toFixed(0)} pages/s, limit 1024`);
   t.ok(limited.dirtyLimitSleptMs > 0, 'the writer slept for tokens');
-  t.equal(guest.throttleStats().dirtyLimitRingFullUs, 0, 'no 4096-write round yet: no round figures');
-
-  // 32 MiB/s = 8192 pages/s: a round of 4096 writes in about half a second
-  guest.setDirtyLimit(32 * MiB, 100);
-  const deadline = performance.now() + 3000;
-  while (guest.throttleStats().dirtyLimitRingFullUs === 0 && performance.now() < deadline) await sleep(20);
+  // QEMU's figures, per 100 ms period: 4096 writes at 1024 pages/s take 4 s; nearly all of it asleep
   const s = guest.throttleStats();
   t.comment(
-    `round: limit slept ${s.dirtyLimitThrottleUsPerRound.toFixed(0)} µs, ran ${s.dirtyLimitRingFullUs.toFixed(0)} µs`,
+    `per ring: limit sleeps ${s.dirtyLimitThrottleUsPerRound.toFixed(0)} µs, fills in ${s.dirtyLimitRingFullUs.toFixed(0)} µs`,
   );
-  t.ok(s.dirtyLimitRingFullUs > 0, 'ring-full time of the last round');
-  t.ok(s.dirtyLimitThrottleUsPerRound > 0, 'throttle time of the last round');
+  t.ok(within(s.dirtyLimitRingFullUs, 2e6, 8e6), 'ring-full time ≈ 4 s at the limit');
   t.ok(
-    s.dirtyLimitThrottleUsPerRound > s.dirtyLimitRingFullUs,
-    'a max-rate writer spends most of a limited round asleep',
+    s.dirtyLimitThrottleUsPerRound > 0.8 * s.dirtyLimitRingFullUs,
+    'a max-rate writer spends most of a limited ring asleep',
   );
 
   guest.setDirtyLimit(0, 100);

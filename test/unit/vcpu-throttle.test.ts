@@ -3,7 +3,7 @@ import {
   affordablePages,
   bucketCapacity,
   DIRTY_RING_ENTRIES,
-  DirtyRingRound,
+  DirtyRingEstimate,
   refillTokens,
   sleepAfterSliceMs,
   sleepForPagesMs,
@@ -52,17 +52,16 @@ t.test('pages the tokens pay for, and the sleep until they pay for n pages', asy
   t.equal(sleepForPagesMs(0, 100, PAGE, 4 * MiB), (100 * 1000) / 1024);
 });
 
-t.test('dirty ring rounds: 4096 writes each, limit sleep and run time of the last round', async (t) => {
+t.test('dirty ring figures: per period, scaled to one 4096-write ring', async (t) => {
   t.equal(DIRTY_RING_ENTRIES, 4096);
-  const round = new DirtyRingRound(1000);
-  t.equal(round.wrote(4000, 1100), null, 'not full yet');
-  round.paused(300, true);
-  round.paused(50, false);
-  t.same(round.wrote(100, 1500), { throttleUs: 300_000, ringFullUs: 150_000 }, 'ran 500 - 300 - 50 ms');
-  // the 4 writes past the ring count towards the next round
-  t.equal(round.wrote(4091, 1600), null);
-  t.same(round.wrote(1, 1700), { throttleUs: 0, ringFullUs: 200_000 });
-  round.wrote(4000, 1800);
-  round.reset(2000);
-  t.equal(round.wrote(100, 2100), null, 'a reset starts the count afresh');
+  const est = new DirtyRingEstimate(1000, 500);
+  t.equal(est.wrote(1024, 1100), null, 'the period is not over');
+  est.paused(300, true);
+  est.paused(100, false);
+  // 2048 writes in 500 ms of which 100 stopped: 400 ms of wall per 2048 writes → 800 ms per ring,
+  // 300 ms of limit sleep per 2048 writes → 600 ms per ring
+  t.same(est.wrote(1024, 1500), { throttleUs: 600_000, ringFullUs: 800_000 });
+  t.equal(est.wrote(0, 2100), null, 'a period without writes says nothing');
+  est.reset(3000, 100);
+  t.same(est.wrote(4096, 3100), { throttleUs: 0, ringFullUs: 100_000 }, 'a reset can change the period');
 });
