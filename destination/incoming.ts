@@ -78,7 +78,20 @@ export interface IncomingResult {
 }
 
 export class IncomingMigration {
-  state: IncomingState = 'waiting-hello';
+  #state: IncomingState = 'waiting-hello';
+  /** Told of every state change (QMP's MIGRATION events). */
+  onStateChange: ((state: IncomingState) => void) | null = null;
+
+  get state(): IncomingState {
+    return this.#state;
+  }
+
+  set state(next: IncomingState) {
+    if (next === this.#state) return;
+    this.#state = next;
+    this.onStateChange?.(next);
+  }
+
   readonly tracer = new Tracer('destination');
   readonly rp = new ReturnPath(this.tracer);
   #guest: Guest | null;

@@ -147,16 +147,19 @@ export function checkParameters(params: Parameters): Parameters {
 }
 
 /**
- * QEMU capabilities we know but do not implement: refused rather than accepted and ignored (each
- * needs a control socket to mean anything: MIGRATION events, migrate-continue).
+ * Capabilities that mean something only to a QMP client (MIGRATION events; a pause until
+ * migrate-continue): refused without a monitor rather than accepted and ignored.
  */
-const NOT_YET: Partial<Record<CapabilityName, string>> = {
-  events: 'MIGRATION events need a QMP control socket, which this version does not have',
-  'pause-before-switchover': 'it pauses until migrate-continue, a QMP command this version does not have',
+const NEEDS_QMP: Partial<Record<CapabilityName, string>> = {
+  events: 'MIGRATION events go to QMP clients: give --qmp',
+  'pause-before-switchover': 'it pauses until QMP migrate-continue: give --qmp',
 };
 
-/** Parses `return-path,switchover-ack` into a full capability set (unknown names are refused). */
-export function parseCapabilityList(list: string): Capabilities {
+/**
+ * Parses `return-path,switchover-ack` into a full capability set (unknown names are refused).
+ * `withQmp`: a QMP monitor runs, so events and pause-before-switchover are accepted.
+ */
+export function parseCapabilityList(list: string, withQmp = false): Capabilities {
   const caps: Record<CapabilityName, boolean> = { ...DEFAULT_CAPABILITIES };
   for (const raw of list.split(',')) {
     const name = raw.trim();
@@ -168,12 +171,14 @@ export function parseCapabilityList(list: string): Capabilities {
         { field: name },
       );
     }
-    const missing = NOT_YET[name as CapabilityName];
-    if (missing)
+    const missing = NEEDS_QMP[name as CapabilityName];
+    if (missing && !withQmp)
       throw new CapabilityError(
         ErrorCode.CAPABILITY,
-        `capability '${name}' is QEMU's but does nothing here yet: ${missing}`,
-        { field: name },
+        `capability '${name}' needs a QMP monitor: ${missing}`,
+        {
+          field: name,
+        },
       );
     caps[name as CapabilityName] = true;
   }

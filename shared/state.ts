@@ -1,18 +1,19 @@
 /**
  * Source migration states, as QEMU's MigrationStatus, with compare-and-swap transitions.
  *
- *   none ─▶ setup ─▶ active ─▶ device ─▶ completed
- *             │         │          │
- *             └─────────┴──────────┴──▶ failed
- *             └─────────┴──────────┴──▶ cancelling ─▶ cancelled
+ *   none ─▶ setup ─▶ active ─────────────────────▶ device ─▶ completed
+ *             │         │ └─▶ pre-switchover ─┘  │
+ *             └─────────┴──────────┴─────────────┴──▶ failed
+ *             └─────────┴──────────┴─────────────┴──▶ cancelling ─▶ cancelled
  *
- * QEMU's pre-switchover (pause-before-switchover) is not here: nothing would enter it until a
- * control socket can send migrate-continue.
+ * pre-switchover: with the pause-before-switchover capability the source stops there, guest
+ * stopped, until QMP's migrate-continue (QEMU migration_maybe_pause).
  */
 export const MigrationStatus = {
   NONE: 'none',
   SETUP: 'setup',
   ACTIVE: 'active',
+  PRE_SWITCHOVER: 'pre-switchover',
   DEVICE: 'device',
   COMPLETED: 'completed',
   FAILED: 'failed',
@@ -26,7 +27,8 @@ const S = MigrationStatus;
 export const TRANSITIONS: Readonly<Record<MigrationStatus, readonly MigrationStatus[]>> = {
   [S.NONE]: [S.SETUP],
   [S.SETUP]: [S.ACTIVE, S.FAILED, S.CANCELLING],
-  [S.ACTIVE]: [S.DEVICE, S.FAILED, S.CANCELLING],
+  [S.ACTIVE]: [S.DEVICE, S.PRE_SWITCHOVER, S.FAILED, S.CANCELLING],
+  [S.PRE_SWITCHOVER]: [S.DEVICE, S.FAILED, S.CANCELLING],
   [S.DEVICE]: [S.COMPLETED, S.FAILED, S.CANCELLING],
   [S.COMPLETED]: [],
   [S.FAILED]: [],

@@ -68,6 +68,11 @@ const CLOCK_PROBES = 8;
 const RESUMED_MAX = 4;
 const IDLE_WAIT_MS = 20;
 export const DEFAULT_STALL_MS = 10_000;
+/**
+ * pause-before-switchover: the guest is stopped while the source waits for migrate-continue, so the
+ * wait is bounded (QEMU waits forever): after this long the migration fails and the guest runs on.
+ */
+export const PRE_SWITCHOVER_MAX_MS = 60_000;
 export const DEFAULT_PROGRESS_WARNING_MS = 30_000;
 
 export interface MigrateOptions {
@@ -100,6 +105,8 @@ export interface MigrateOptions {
   policies?: PolicyOptions;
   /** Each convergence decision as it is taken (a throttle step, a timeout's action, a downtime step). */
   onDecision?: (d: Decision) => void;
+  /** Each dirty sync, with its number (QMP's MIGRATION_PASS). */
+  onPass?: (pass: number) => void;
 }
 
 export interface MetricsFacts {
@@ -130,6 +137,10 @@ export class SourceMigration {
   #ticksAtStart = 0;
   /** The watermark has moved from the first pass's remainder to the dirty set at each sync. */
   #progressRebased = false;
+  /** max-bandwidth now: the parameter, or what migrate-set-parameters set while migrating. */
+  #maxBandwidth: number;
+  /** Resolves the pre-switchover wait (migrate-continue). */
+  #continue: (() => void) | null = null;
   /** A pause action fired on the watch timer: the loop stops the guest at its next turn. */
   #pauseRequested = false;
   readonly #abort = new AbortController();
@@ -178,6 +189,7 @@ export class SourceMigration {
     this.#meter = new ConvergenceMeter(p);
     this.#watermark = new ProgressWatermark(opts.progressWarningMs ?? DEFAULT_PROGRESS_WARNING_MS);
     this.#limiter = new RateLimiter(p['max-bandwidth'], monotonicMs());
+    this.#maxBandwidth = p['max-bandwidth'];
     const { memory } = opts.guest;
     this.#convergence = new ConvergenceController(
       opts.guest,
@@ -192,6 +204,7 @@ export class SourceMigration {
     );
     // QEMU checks its throttle trigger at every dirty-bitmap sync; only while the guest runs
     this.ram.tracker.onSync = (now, newlyDirty) => {
+      opts.onPass?.(this.ram.tracker.syncCount);
       if (this.state.status !== S.ACTIVE || this.#paused) return;
       this.#convergence.onSync(now - this.#t0, now, newlyDirty * memory.pageSize, this.#transferred());
     };
@@ -488,7 +501,9 @@ export class SourceMigration {
     const saveVm = this.#saveVm!;
     const t = this.tracer;
     if (!this.#paused) await this.#stopGuest();
-    if (!this.state.transition(S.ACTIVE, S.DEVICE)) this.#check();
+    if (this.opts.capabilities['pause-before-switchover']) await this.#preSwitchover();
+    if (!this.state.transition(S.ACTIVE, S.DEVICE) && !this.state.transition(S.PRE_SWITCHOVER, S.DEVICE))
+      this.#check();
     this.#limiter.setLimit(0);
     await this.#guard(main.write(encodeSwitchoverStart()));
     await this.#guard(saveVm.completeIterable());
@@ -504,6 +519,61 @@ export class SourceMigration {
     // the checkpoint's own time is the end: the report's downtime and its breakdown agree exactly
     this.#completedAt = t.emit(TraceEvent.CHECKPOINT, { name: 'src-downtime-end' }).t;
     this.#downtime = this.#completedAt - this.#downtimeStart;
+  }
+
+  /**
+   * QEMU's migration_maybe_pause: guest stopped, nothing of the final state sent yet, the source waits
+   * in pre-switchover for migrate-continue (continueSwitchover), a cancel, or PRE_SWITCHOVER_MAX_MS.
+   */
+  async #preSwitchover(): Promise<void> {
+    if (!this.state.transition(S.ACTIVE, S.PRE_SWITCHOVER)) this.#check();
+    let timer: NodeJS.Timeout | undefined;
+    const continued = new Promise<void>((resolve, reject) => {
+      this.#continue = resolve;
+      timer = setTimeout(
+        () =>
+          reject(
+            new MigErr(
+              ErrorCode.TIMEOUT,
+              `no migrate-continue within ${PRE_SWITCHOVER_MAX_MS / 1000} s in pre-switchover (the guest was stopped all along)`,
+            ),
+          ),
+        PRE_SWITCHOVER_MAX_MS,
+      );
+    });
+    try {
+      await this.#guard(continued);
+    } finally {
+      clearTimeout(timer);
+      this.#continue = null;
+    }
+  }
+
+  /**
+   * QMP migrate-continue: leaves pre-switchover. Throws, with QEMU's text, when the migration is in
+   * another state than `expected`.
+   */
+  continueSwitchover(expected: string): void {
+    const now = this.state.status;
+    if (now !== expected || !this.#continue) throw new Error(`Migration not in expected state: ${now}`);
+    this.#continue();
+  }
+
+  /**
+   * QMP migrate-set-parameters while migrating: downtime-limit and max-bandwidth take effect at the
+   * next window (as in QEMU); the others apply to the next migration.
+   */
+  setLiveParameters(p: Partial<Parameters>): void {
+    if (p['downtime-limit'] !== undefined) this.#meter.setDowntimeLimit(p['downtime-limit']);
+    if (p['max-bandwidth'] !== undefined && this.state.status === S.ACTIVE) {
+      this.#maxBandwidth = p['max-bandwidth'];
+      this.#limiter.setLimit(p['max-bandwidth']);
+    }
+  }
+
+  /** The report as it stands (QMP query-migrate polls it while the migration runs). */
+  snapshot(): MigrationReport {
+    return this.#report();
   }
 
   /** The downtime starts here: at the switchover, or earlier when a timeout's pause action fires. */
@@ -699,7 +769,7 @@ export class SourceMigration {
 
   /** max-bandwidth's share of one window (0 = unlimited). */
   #windowBudget(): number {
-    return this.opts.parameters['max-bandwidth'] / (1000 / WINDOW_MS);
+    return this.#maxBandwidth / (1000 / WINDOW_MS);
   }
 
   #updateCounters(): void {

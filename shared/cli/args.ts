@@ -24,11 +24,14 @@ import {
   type PolicyOptions,
   TIMEOUT_ACTIONS,
 } from '../policy-options.js';
+import { parseQmpAddress, type QmpAddress } from '../qmp/server.js';
 import { parseDuration, parseRate, parseSize } from '../units.js';
 import { type Command, OPTIONS, type OptionDef, type OptionName, takenBy } from './option-table.js';
 
 export interface CommonOptions {
   connect?: { host: string; port: number };
+  /** A QMP monitor (source and destination): unix:PATH or tcp:HOST:PORT. */
+  qmp?: QmpAddress;
   listen?: { host: string; port: number };
   ramBytes: number;
   fill: 'random' | 'zero';
@@ -311,6 +314,7 @@ export function parseCommon(argv: string[], command: Command): CommonOptions {
   });
   return {
     connect: v.connect ? parseHostPort(v.connect, '--connect') : undefined,
+    qmp: v.qmp ? parseQmpAddress(v.qmp, '--qmp') : undefined,
     listen: v.listen ? parseHostPort(v.listen, '--listen') : undefined,
     ramBytes,
     fill: oneOf(v['ram-fill'] ?? 'random', ['random', 'zero'] as const, '--ram-fill'),
@@ -322,7 +326,8 @@ export function parseCommon(argv: string[], command: Command): CommonOptions {
     ),
     dirtyRange: v['dirty-range'] ? parseSize(v['dirty-range'], '--dirty-range') : ramBytes,
     seed: num(v.seed, '--seed', 1) >>> 0,
-    capabilities: parseCapabilityList(v.capabilities ?? COMMAND_DEFAULT_CAPABILITIES),
+    // events and pause-before-switchover need a QMP client to mean anything
+    capabilities: parseCapabilityList(v.capabilities ?? COMMAND_DEFAULT_CAPABILITIES, v.qmp !== undefined),
     parameters,
     policies: parsePolicies(v, ramBytes, parameters['downtime-limit']),
     devices: parseDeviceSpecs(v.device ?? []),

@@ -45,6 +45,18 @@ export const OPTIONS = {
     arg: 'HOST:PORT',
     help: 'where to wait for the source (required; port 0 picks one; the bound address is printed)',
   },
+  qmp: {
+    type: 'string',
+    commands: SRC_DST,
+    group: 'Connection',
+    arg: 'ADDRESS',
+    help: {
+      source:
+        'a QMP monitor at unix:PATH or tcp:HOST:PORT (loopback); without --connect the source waits for migrate',
+      destination:
+        'a QMP monitor at unix:PATH or tcp:HOST:PORT (loopback); without --listen it waits for migrate-incoming',
+    },
+  },
   'retry-connect': {
     type: 'string',
     commands: ['source'],

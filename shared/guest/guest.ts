@@ -45,6 +45,7 @@ export class Guest {
   #worker: Worker | null = null;
   #selfCheck: Promise<SelfCheckResult> | null = null;
   #resumedGap: Promise<{ gapStartMs: number; gapEndMs: number }> | null = null;
+  readonly #runStateListeners: ((running: boolean) => void)[] = [];
 
   private constructor(readonly memory: GuestMemory) {}
 
@@ -160,7 +161,27 @@ export class Guest {
     Atomics.store(this.memory.control, CTL.CMD, VcpuCmd.STOP);
     Atomics.notify(this.memory.control, CTL.CMD);
     await this.#waitState(VcpuState.STOPPED);
-    return monotonicMs();
+    const at = monotonicMs();
+    this.#notifyRunState(false);
+    return at;
+  }
+
+  /** Tells `fn` each time the vCPU stops or runs again (QMP's STOP and RESUME events). */
+  onRunState(fn: (running: boolean) => void): () => void {
+    this.#runStateListeners.push(fn);
+    return () => {
+      const i = this.#runStateListeners.indexOf(fn);
+      if (i >= 0) this.#runStateListeners.splice(i, 1);
+    };
+  }
+
+  #notifyRunState(running: boolean): void {
+    // a listener's failure is its own: it must not turn a guest stop into a failed stop
+    for (const fn of [...this.#runStateListeners]) {
+      try {
+        fn(running);
+      } catch {}
+    }
   }
 
   /**
@@ -175,12 +196,16 @@ export class Guest {
     const deadline = performance.now() + SYNC_WAIT_MS;
     for (;;) {
       const cur = Atomics.load(ctl, CTL.STATE);
-      if (cur === VcpuState.RUNNING) return;
+      if (cur === VcpuState.RUNNING) {
+        this.#notifyRunState(true);
+        return;
+      }
       const left = deadline - performance.now();
       if (cur === VcpuState.EXITED || left <= 0 || !this.#worker) break;
       Atomics.wait(ctl, CTL.STATE, cur, left);
     }
     await this.#waitState(VcpuState.RUNNING);
+    this.#notifyRunState(true);
   }
 
   async shutdown(): Promise<void> {

@@ -77,14 +77,17 @@ t.test("each command's help lists its own options only", async (t) => {
   );
 });
 
-t.test('capabilities we know but do not implement are refused, not ignored', async (t) => {
-  for (const cap of ['events', 'pause-before-switchover'])
+t.test('capabilities for a QMP client are refused without --qmp, not ignored', async (t) => {
+  for (const cap of ['events', 'pause-before-switchover']) {
     t.throws(
       () => parseCommon(['--capabilities', `return-path,${cap}`], 'source'),
       {
         code: 'MIG_ERR_CAPABILITY',
-        message: new RegExp(`^capability '${cap}' is QEMU's but does nothing here yet: `),
+        message: new RegExp(`^capability '${cap}' needs a QMP monitor: .*give --qmp`),
       },
       cap,
     );
+    const o = parseCommon(['--capabilities', `return-path,${cap}`, '--qmp', 'unix:/tmp/x.qmp'], 'source');
+    t.equal(o.capabilities[cap as 'events'], true, `${cap} with --qmp`);
+  }
 });
