@@ -94,7 +94,7 @@ const HOT = QUICK ? 64 * MiB : 256 * MiB;
 const LINK = QUICK ? 16 * MiB : 64 * MiB;
 const NONE_TIMEOUT_MS = QUICK ? 40_000 : 120_000;
 /** The safety bound of the rows that should complete by themselves. */
-const SAFETY_TIMEOUT_MS = QUICK ? 120_000 : 300_000;
+const SAFETY_TIMEOUT_MS = QUICK ? 120_000 : 180_000;
 const COMPLETION_PER_GIB_MS = QUICK ? 15_000 : 30_000;
 /** Downtime stepping's maximum covers sending the whole hot set at the link rate, × 1.5. */
 const STEP_MAX_MS = Math.ceil(((HOT / LINK) * 1.5 * 1000) / 100) * 100;
