@@ -1,5 +1,5 @@
 /**
- * How a hard migration ends, two real processes over loopback: a 16 MiB guest dirtying 64 MiB/s
+ * How a hard migration ends, two real processes over loopback: an 8 MiB guest dirtying 64 MiB/s
  * behind an 8 MiB/s cap never converges on its own (bandwidth.test.ts shows it failing at --timeout).
  * Here it completes, verified byte for byte, with auto-converge (QEMU's vCPU throttle), with
  * dirty-limit (QEMU 8.1's per-vCPU quota) and with a completion timeout whose action is `pause`; and
@@ -13,7 +13,7 @@ import { assertOneLineError, assertVerifiedMigration, type Report, runMigration 
 
 t.setTimeout(150_000);
 
-/** A guest that cannot converge: 64 MiB/s of writes over all of its 16 MiB, 8 MiB/s link. */
+/** A guest that cannot converge: 64 MiB/s of writes over all of its 8 MiB, 8 MiB/s link (1 s rounds). */
 const HARD = ['--max-bandwidth', '8M', '--dirty-rate', '64M', '--dirty-pattern', 'uniform'];
 
 function decisions(r: Report | null): { event: string; action: string; value?: number; reason: string }[] {
@@ -24,7 +24,7 @@ t.test('auto-converge: the vCPU throttle steps up until the guest converges', as
   t.setTimeout(60_000);
   // a steep schedule (80 %, then +15) so that it converges in seconds, not QEMU's minute
   const r = await runMigration(t, {
-    ram: '16M',
+    ram: '8M',
     capabilities: 'return-path,multifd',
     source: [
       ...HARD,
@@ -60,7 +60,7 @@ t.test('auto-converge: the vCPU throttle steps up until the guest converges', as
 t.test('dirty-limit: the writer is held to vcpu-dirty-limit and the guest converges', async (t) => {
   t.setTimeout(60_000);
   const r = await runMigration(t, {
-    ram: '16M',
+    ram: '8M',
     source: [...HARD, '--capabilities', 'return-path,dirty-limit', '--vcpu-dirty-limit', '2'],
     timeoutMs: 50_000,
   });
@@ -109,7 +109,7 @@ t.test("auto-converge and dirty-limit together: QEMU's error, exit 2, before any
 t.test('completion timeout with action pause: stopped and finished in stop-and-copy', async (t) => {
   t.setTimeout(60_000);
   const r = await runMigration(t, {
-    ram: '16M',
+    ram: '8M',
     source: [...HARD, '--completion-timeout-per-gib', '4s', '--completion-timeout-action', 'pause'],
     timeoutMs: 50_000,
   });

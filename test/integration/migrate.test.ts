@@ -106,13 +106,6 @@ const cases: Case[] = [
   },
   // modest rates: the downtime the source reports stays within the limit (no dumps)
   {
-    name: 'downtime: 32M idle guest',
-    ram: '32M',
-    source: ['--dirty-rate', '0'],
-    expect: 'completed',
-    downtimeWithinLimit: true,
-  },
-  {
     name: 'downtime: 64M uniform 8M/s',
     ram: '64M',
     source: ['--dirty-rate', '8M', '--dirty-pattern', 'uniform', '--seed', '3'],
