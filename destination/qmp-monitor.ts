@@ -12,7 +12,7 @@ import { migrationInfo } from '../shared/qmp/migration-info.js';
 import { MigrationSettings } from '../shared/qmp/migration-settings.js';
 import { parseTcpUri } from '../shared/qmp/migration-uri.js';
 import type { QmpCommand } from '../shared/qmp/server.js';
-import { QMP_VERSION } from '../shared/qmp/version.js';
+import { processCommands } from '../shared/qmp/version.js';
 import type { IncomingMigration, IncomingResult, IncomingState } from './incoming.js';
 
 /** QEMU's MigrationStatus for each of our incoming states. */
@@ -125,16 +125,7 @@ export class DestinationMonitor {
           return { running, singlestep: false, status: running ? 'running' : 'inmigrate' };
         },
       },
-      'query-version': { run: () => QMP_VERSION },
-      quit: {
-        run: () => {
-          setImmediate(() => {
-            this.host.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
-            this.host.quit();
-          });
-          return {};
-        },
-      },
+      ...processCommands(this.host.emit, this.host.quit),
     };
   }
 }

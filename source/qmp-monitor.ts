@@ -16,7 +16,7 @@ import { migrationInfo } from '../shared/qmp/migration-info.js';
 import { MIGRATION_ACTIVE, MigrationSettings } from '../shared/qmp/migration-settings.js';
 import { parseTcpUri } from '../shared/qmp/migration-uri.js';
 import type { QmpCommand } from '../shared/qmp/server.js';
-import { QMP_VERSION } from '../shared/qmp/version.js';
+import { processCommands } from '../shared/qmp/version.js';
 import { MigrationStatus as S } from '../shared/state.js';
 import type { SourceMigration } from './migration.js';
 import type { MigrationReport } from './report.js';
@@ -130,17 +130,7 @@ export class SourceMonitor {
         },
       },
       'query-status': { run: () => this.#runState() },
-      'query-version': { run: () => QMP_VERSION },
-      quit: {
-        run: () => {
-          // after the reply, as QEMU: the request is taken, then the machine shuts down
-          setImmediate(() => {
-            this.host.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
-            this.host.quit();
-          });
-          return {};
-        },
-      },
+      ...processCommands(this.host.emit, this.host.quit),
     };
   }
 

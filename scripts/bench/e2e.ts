@@ -23,11 +23,11 @@
  */
 
 import { spawn } from 'node:child_process';
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { scriptArgs } from '../../shared/cli/script-args.js';
+import { sameFiles } from '../lib/same-files.js';
 import { ROOT } from '../lib/spawn-side.js';
 import { activeDamon, machineNote } from './machine.js';
 import { measureRawTcp } from './raw-tcp.js';
@@ -85,27 +85,6 @@ async function migrate(
     await rm(dumpDir, { recursive: true, force: true });
   }
   return r;
-}
-
-/** Compares two large files chunk by chunk without holding either whole. */
-async function sameFiles(a: string, b: string): Promise<boolean> {
-  try {
-    const ra = createReadStream(a, { highWaterMark: 1 << 22 })[Symbol.asyncIterator]();
-    const rb = createReadStream(b, { highWaterMark: 1 << 22 })[Symbol.asyncIterator]();
-    let bufA = Buffer.alloc(0);
-    let bufB = Buffer.alloc(0);
-    for (;;) {
-      if (bufA.length === 0) bufA = (await ra.next()).value ?? Buffer.alloc(0);
-      if (bufB.length === 0) bufB = (await rb.next()).value ?? Buffer.alloc(0);
-      if (bufA.length === 0 || bufB.length === 0) return bufA.length === bufB.length;
-      const n = Math.min(bufA.length, bufB.length);
-      if (!bufA.subarray(0, n).equals(bufB.subarray(0, n))) return false;
-      bufA = bufA.subarray(n);
-      bufB = bufB.subarray(n);
-    }
-  } catch {
-    return false;
-  }
 }
 
 const rawRates: number[] = [];
