@@ -626,7 +626,8 @@ export class SourceMigration {
     // what a self-check takes (~1 s per GiB here) with a wide margin, not a fixed minute — a
     // destination that answers probes but never reports kept the source alive 60 s
     const { memory } = this.opts.guest;
-    const gib = Math.ceil((memory.pageCount * memory.pageSize) / 2 ** 30);
+    // the margin scales with the RAM the self-check reads (a 32 MiB guest checks in ~30 ms)
+    const gib = (memory.pageCount * memory.pageSize) / 2 ** 30;
     const deadline =
       monotonicMs() + Math.max(this.#stall, GUEST_REPORT_BASE_MS) + GUEST_REPORT_PER_GIB_MS * gib;
     let nextProbe = 0;
