@@ -6,6 +6,7 @@
  * Events: RESUME when the guest starts here, MIGRATION {status} with the `events` capability.
  */
 import type { Guest } from '../shared/guest/guest.js';
+import { PAGE_SIZE } from '../shared/guest/layout.js';
 import type { Capabilities, Parameters } from '../shared/options.js';
 import { QmpError } from '../shared/qmp/errors.js';
 import { migrationInfo } from '../shared/qmp/migration-info.js';
@@ -110,7 +111,8 @@ export class DestinationMonitor {
       },
       'query-migrate': {
         run: () => {
-          if (this.#result) return migrationInfo(this.#result.report);
+          if (this.#result)
+            return migrationInfo(this.#result.report, this.#incoming?.guest?.memory.pageSize ?? PAGE_SIZE);
           if (!this.#incoming || !this.#bound) return {};
           return {
             status: STATUS[this.#incoming.state],

@@ -49,6 +49,11 @@ export function parseDuration(text: string, what: string): number {
 }
 
 /** `1536` → "1.5 KiB": one decimal below 100, none from 100 up; bytes below 1 KiB stay bytes. */
+/** `bytes` in MiB with at most one decimal ("16 MiB", "11.6 MiB"): the convergence decisions' reasons. */
+export function formatMiB(bytes: number): string {
+  return `${Math.round((bytes / 1048576) * 10) / 10} MiB`;
+}
+
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;

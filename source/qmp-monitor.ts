@@ -114,7 +114,8 @@ export class SourceMonitor {
         },
       },
       'query-migrate': {
-        run: () => (this.#current ? migrationInfo(this.#current.snapshot()) : {}),
+        run: () =>
+          this.#current ? migrationInfo(this.#current.snapshot(), this.host.guest.memory.pageSize) : {},
       },
       'migrate-continue': {
         args: { state: { type: 'enum', values: Object.values(S) } },

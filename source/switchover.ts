@@ -37,10 +37,6 @@ export class ConvergenceMeter {
     this.#downtimeLimit = params['downtime-limit'];
   }
 
-  get downtimeLimit(): number {
-    return this.#downtimeLimit;
-  }
-
   /** A downtime step (QEMU's migrate-set-parameters downtime-limit while migrating): next window on. */
   setDowntimeLimit(ms: number): void {
     this.#downtimeLimit = ms;

@@ -36,7 +36,7 @@ const TOP_MEMBERS = [
 // biome-ignore lint/suspicious/noExplicitAny: a report is JSON of many shapes
 type Json = Record<string, any>;
 
-export function migrationInfo(report: Json, pageSize = 4096): Json {
+export function migrationInfo(report: Json, pageSize: number): Json {
   const info: Json = {};
   for (const k of TOP_MEMBERS) if (report[k] !== undefined) info[k] = integral(k, report[k]);
   if (report.ram) {

@@ -8,6 +8,7 @@
 import type { Guest } from '../../shared/guest/guest.js';
 import type { Capabilities, Parameters } from '../../shared/options.js';
 import type { PolicyOptions } from '../../shared/policy-options.js';
+import { formatMiB as mib } from '../../shared/units.js';
 import { ConvergencePolicies, type PolicyEvent } from './policies.js';
 import { type ThrottleStep, ThrottleTrigger } from './throttle-trigger.js';
 
@@ -91,10 +92,6 @@ export class ConvergenceController {
     if (this.#trigger.dirtyLimitOn) this.guest.setDirtyLimit(0, this.params['x-vcpu-dirty-limit-period']);
   }
 
-  get completionTimeoutMs(): number {
-    return this.#policies.completionTimeoutMs;
-  }
-
   /** QEMU's query-migrate cpu-throttle-percentage: the throttle now (0 when off). */
   get cpuThrottlePercentage(): number {
     return this.#trigger?.throttle ?? 0;
@@ -152,8 +149,4 @@ export class ConvergenceController {
     this.decisions.push({ ...d, 'at-ms': Math.round(d['at-ms']) });
     this.onDecision(d);
   }
-}
-
-function mib(bytes: number): string {
-  return `${Math.round((bytes / 1048576) * 10) / 10} MiB`;
 }

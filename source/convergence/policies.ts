@@ -11,6 +11,7 @@
  */
 
 import type { PolicyOptions, TimeoutAction } from '../../shared/policy-options.js';
+import { formatMiB as mib } from '../../shared/units.js';
 
 export type PolicyEvent =
   | { kind: 'progress-timeout' | 'completion-timeout'; action: TimeoutAction; reason: string }
@@ -82,8 +83,4 @@ export class ConvergencePolicies {
 
 function seconds(ms: number): string {
   return `${Math.round(ms / 100) / 10} s`;
-}
-
-function mib(bytes: number): string {
-  return `${Math.round((bytes / 1048576) * 10) / 10} MiB`;
 }
