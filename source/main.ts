@@ -184,7 +184,9 @@ async function main(): Promise<number> {
     abort.signal.addEventListener('abort', () => quit(), { once: true });
     if (o.connect) monitor.migrate(o.connect);
     await quitting;
-    // a signal or quit during an attempt: it is cancelled (the guest runs on here) and reported
+    // a signal or quit during an attempt: it is cancelled (the guest runs on here) and reported; quit
+    // waited for the whole attempt before, however long it took to converge
+    monitor.cancel();
     await monitor.attempt?.catch(() => {});
     await qmp.close();
     // quit: 0, as QEMU; a signal: how the last attempt ended (none: 0)

@@ -71,8 +71,9 @@ export const DEFAULT_STALL_MS = 10_000;
 /**
  * pause-before-switchover: the guest is stopped while the source waits for migrate-continue, so the
  * wait is bounded (QEMU waits forever): after this long the migration fails and the guest runs on.
+ * SWITCHOVER_TEST_PRE_SWITCHOVER_MS shortens it for the tests.
  */
-export const PRE_SWITCHOVER_MAX_MS = 60_000;
+export const PRE_SWITCHOVER_MAX_MS = Number(process.env.SWITCHOVER_TEST_PRE_SWITCHOVER_MS) || 60_000;
 export const DEFAULT_PROGRESS_WARNING_MS = 30_000;
 
 export interface MigrateOptions {

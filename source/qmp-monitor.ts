@@ -83,6 +83,11 @@ export class SourceMonitor {
     });
   }
 
+  /** Cancels the attempt under way, if any (QEMU's migrate_cancel succeeds with nothing to cancel). */
+  cancel(): void {
+    if (this.busy) this.#current?.cancel();
+  }
+
   commands(): Record<string, QmpCommand> {
     return {
       ...this.settings.commands(),
@@ -108,8 +113,7 @@ export class SourceMonitor {
       },
       migrate_cancel: {
         run: () => {
-          // QEMU: succeeds with nothing to cancel
-          if (this.busy) this.#current?.cancel();
+          this.cancel();
           return {};
         },
       },

@@ -14,7 +14,16 @@ import net from 'node:net';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { QmpClient, type QmpEvent } from '../../scripts/lib/qmp-client.js';
-import { type Started, startSide, tempDir, waitExit, waitFor, waitStderrLine } from '../helpers/pair.js';
+import {
+  readJsonFile,
+  type Started,
+  startDestination,
+  startSide,
+  tempDir,
+  waitExit,
+  waitFor,
+  waitStderrLine,
+} from '../helpers/pair.js';
 
 t.setTimeout(120_000);
 
@@ -22,8 +31,19 @@ t.setTimeout(120_000);
 type Json = Record<string, any>;
 
 /** A side started with --qmp only; resolves once its monitor listens. */
-async function withMonitor(t: Test, role: 'source' | 'destination', sock: string, args: string[]) {
-  const side = startSide(t, role, ['--qmp', `unix:${sock}`, '--quiet', ...args]);
+async function withMonitor(
+  t: Test,
+  role: 'source' | 'destination',
+  sock: string,
+  args: string[],
+  env?: Record<string, string>,
+) {
+  const side = startSide(
+    t,
+    role,
+    ['--qmp', `unix:${sock}`, '--quiet', ...args],
+    env ? { env: { ...process.env, ...env } } : {},
+  );
   const line = await waitStderrLine(side, (l) => l.includes(': QMP on '), 20_000);
   if (!line) throw new Error(`${role} did not open its monitor: ${side.stderrLines.join(' | ')}`);
   return side;
@@ -199,7 +219,10 @@ async function pythonStyleNegotiation(t: Test, path: string): Promise<void> {
 t.test('errors, several attempts, pause-before-switchover, events', async (t) => {
   const dir = await tempDir(t);
   const f = (n: string) => join(dir, n);
-  const src: Started = await withMonitor(t, 'source', f('src.qmp'), ['--ram', '32M', '--dirty-rate', '8M']);
+  // the pre-switchover deadline shortened to 2 s (60 s otherwise)
+  const src: Started = await withMonitor(t, 'source', f('src.qmp'), ['--ram', '32M', '--dirty-rate', '8M'], {
+    SWITCHOVER_TEST_PRE_SWITCHOVER_MS: '2000',
+  });
   await pythonStyleNegotiation(t, f('src.qmp'));
   // before negotiation: QEMU's CommandNotFound
   const raw = new QmpClient();
@@ -289,6 +312,58 @@ t.test('errors, several attempts, pause-before-switchover, events', async (t) =>
   await d1.execute('quit').catch(() => {});
   await waitExit(dst1, 10_000);
 
+  // attempts held in pre-switchover: a cancel ends the wait, and so does its deadline; the guest,
+  // stopped there, runs on after either (each attempt needs a fresh destination: they start together)
+  const [dstA, dstB] = await Promise.all(
+    ['dstA', 'dstB'].map((n) => withMonitor(t, 'destination', f(`${n}.qmp`), ['--ram', '32M'])),
+  );
+  await c.execute('migrate-set-parameters', { 'max-bandwidth': 0 });
+  await c.execute('migrate-set-capabilities', {
+    capabilities: [{ capability: 'pause-before-switchover', state: true }],
+  });
+  for (const [name, ending] of [
+    ['dstA', 'cancel'],
+    ['dstB', 'deadline'],
+  ] as const) {
+    const d = new QmpClient();
+    t.teardown(() => d.close());
+    await d.connect(`unix:${f(`${name}.qmp`)}`);
+    await d.execute('migrate-set-capabilities', {
+      capabilities: [{ capability: 'return-path', state: true }],
+    });
+    await d.execute('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
+    const port = Number(((await d.execute('query-migrate')) as Json)['socket-address'][0].port);
+    events.length = 0;
+    await c.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    t.ok(
+      await waitFor(() => events.some((e) => e.data?.status === 'pre-switchover'), 20_000),
+      `${ending}: held in pre-switchover`,
+    );
+    const held = Date.now();
+    if (ending === 'cancel') await c.execute('migrate_cancel');
+    const end = ending === 'cancel' ? 'cancelled' : 'failed';
+    t.ok(
+      await waitFor(() => events.some((e) => e.data?.status === end), 10_000),
+      `${ending}: MIGRATION ${end}`,
+    );
+    const waited = Date.now() - held;
+    if (ending === 'cancel') t.ok(waited < 1500, `the cancel ended the wait at once (${waited} ms)`);
+    else t.ok(waited >= 1500 && waited < 6000, `the deadline ended the wait (${waited} ms, deadline 2 s)`);
+    t.ok(await waitFor(() => events.some((e) => e.event === 'RESUME'), 5000), `${ending}: RESUME`);
+    t.match(
+      await c.execute('query-status'),
+      { running: true, status: 'running' },
+      `${ending}: the guest runs on`,
+    );
+    if (ending === 'deadline')
+      t.match(
+        ((await c.execute('query-migrate')) as Json)['error-desc'],
+        /no migrate-continue within 2 s in pre-switchover/,
+      );
+    await d.execute('quit').catch(() => {});
+  }
+  await Promise.all([waitExit(dstA, 10_000), waitExit(dstB, 10_000)]);
+
   // attempt 2, same source process: pause-before-switchover holds it in pre-switchover
   const dst2 = await withMonitor(t, 'destination', f('dst2.qmp'), ['--ram', '32M']);
   const d2 = new QmpClient();
@@ -344,4 +419,39 @@ t.test('errors, several attempts, pause-before-switchover, events', async (t) =>
   t.equal(await waitExit(src, 15_000), 0);
   t.equal(await waitExit(dst2, 15_000), 0);
   void raw;
+});
+
+t.test('quit during an attempt cancels it: the source ends at once, its guest never stopped', async (t) => {
+  const dir = await tempDir(t);
+  const dst = await startDestination(t, ['--ram', '32M', '--capabilities', 'return-path', '--quiet']);
+  // 1 MiB/s for 32 MiB: half a minute, were quit to wait for it
+  const src = await withMonitor(t, 'source', join(dir, 'src.qmp'), [
+    '--ram',
+    '32M',
+    '--capabilities',
+    'return-path',
+    '--max-bandwidth',
+    '1M',
+    '--connect',
+    dst.address,
+    '--json',
+    join(dir, 'src.json'),
+  ]);
+  const c = new QmpClient();
+  t.teardown(() => c.close());
+  await c.connect(`unix:${join(dir, 'src.qmp')}`);
+  const active = await poll(
+    { run: (cmd) => c.execute(cmd) as Promise<Json> },
+    (info) => info.status === 'active',
+    15_000,
+  );
+  t.equal(active.status, 'active', 'the attempt (from --connect) is under way');
+  const asked = Date.now();
+  await c.execute('quit');
+  t.equal(await waitExit(src, 10_000), 0, 'quit: exit 0');
+  const took = Date.now() - asked;
+  t.ok(took < 5000, `the source ended ${took} ms after quit`);
+  const report = await readJsonFile(join(dir, 'src.json'));
+  t.equal(report?.status, 'cancelled', 'the attempt was cancelled, and reported');
+  t.equal(report?.guest?.['running-after-failure'], true, 'its guest ran to the end');
 });
