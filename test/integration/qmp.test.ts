@@ -266,8 +266,11 @@ t.test('errors, several attempts, pause-before-switchover, events', async (t) =>
     'Migration not in expected state: none',
   );
 
-  // attempt 1: a slow one, cancelled; the guest runs on
-  const dst1 = await withMonitor(t, 'destination', f('dst1.qmp'), ['--ram', '32M']);
+  // attempt 1: a slow one, cancelled; the guest runs on. Each attempt needs a fresh destination:
+  // the first three start together
+  const [dst1, dstA, dstB] = await Promise.all(
+    ['dst1', 'dstA', 'dstB'].map((n) => withMonitor(t, 'destination', f(`${n}.qmp`), ['--ram', '32M'])),
+  );
   const d1 = new QmpClient();
   t.teardown(() => d1.close());
   await d1.connect(`unix:${f('dst1.qmp')}`);
@@ -313,10 +316,7 @@ t.test('errors, several attempts, pause-before-switchover, events', async (t) =>
   await waitExit(dst1, 10_000);
 
   // attempts held in pre-switchover: a cancel ends the wait, and so does its deadline; the guest,
-  // stopped there, runs on after either (each attempt needs a fresh destination: they start together)
-  const [dstA, dstB] = await Promise.all(
-    ['dstA', 'dstB'].map((n) => withMonitor(t, 'destination', f(`${n}.qmp`), ['--ram', '32M'])),
-  );
+  // stopped there, runs on after either
   await c.execute('migrate-set-parameters', { 'max-bandwidth': 0 });
   await c.execute('migrate-set-capabilities', {
     capabilities: [{ capability: 'pause-before-switchover', state: true }],
